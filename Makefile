@@ -1,0 +1,65 @@
+# lxd-gateway. `make` builds build/lxd-gateway; `make test` and `make demo` install what they need first.
+CC ?= cc
+VERSION := 0.1.0
+PKGS := libh2o-evloop libcurl jansson openssl yaml-0.1
+WARN := -Wall -Wextra -Werror -Wno-missing-field-initializers
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -DH2O_USE_LIBUV=0 -DGW_VERSION='"$(VERSION)"' -Igateway -Iplugins \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(EXTRA_CFLAGS)
+LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lwslay -lssl -lcrypto -lz -lpthread $(EXTRA_LDFLAGS)
+
+BUILD ?= build
+CORE_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c)) $(wildcard plugins/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/*.c)
+
+.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean
+all: $(BUILD)/lxd-gateway
+
+$(BUILD)/obj/%.o: %.c $(wildcard gateway/*.h plugins/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/lxd-gateway: $(CORE_OBJ) $(BUILD)/obj/gateway/main.o
+	$(CC) -o $@ $^ $(LIBS)
+
+$(BUILD)/unit-tests: $(UNIT_SRC) $(CORE_OBJ)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $(UNIT_SRC) $(CORE_OBJ) $(LIBS)
+
+deps:
+	@bash scripts/deps.sh
+
+unit: $(BUILD)/unit-tests
+	$(BUILD)/unit-tests tests/unit/data
+
+e2e: all
+	bash tests/e2e/run.sh $(BUILD)/lxd-gateway
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" build-asan/lxd-gateway
+
+# the whole suite, as CI runs it: deps, a warning-free build, unit tests, e2e on the normal and the sanitizer build
+test: deps
+	$(MAKE) format-check all unit asan
+	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
+
+demo: deps all
+	bash scripts/demo.sh
+
+demo-down:
+	bash scripts/demo.sh down
+
+bench: deps all
+	bash bench/run.sh
+
+format:
+	clang-format -i gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch])
+
+format-check:
+	@out=$$(for f in gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch]); do \
+		clang-format --dry-run $$f 2>&1 | grep -q . && echo $$f; done); \
+	if [ -n "$$out" ]; then echo "clang-format would change: $$out (run make format)"; exit 1; fi
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,238 @@
+/*
+ * backend.c: libcurl multi on h2o's evloop (see backend.h).
+ *
+ * libcurl tells us which fds it waits on (socket callback) and when its timer is due (timer callback). Each fd is
+ * watched through an h2o socket made on a dup() of it with H2O_SOCKET_FLAG_DONT_READ, so h2o only reports
+ * readiness and never reads curl's bytes. Finished transfers are collected after each curl_multi_socket_action,
+ * outside libcurl's callbacks, so a completion callback may start new calls.
+ */
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include "backend.h"
+#include "log.h"
+
+#define MAX_BODY (64u << 20) /* a member's JSON answer larger than this is refused, not buffered */
+
+struct st_gw_call_t {
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;       /* request body (owned) */
+    h2o_buffer_t *in; /* response body */
+    gw_call_cb cb;
+    void *data;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* one per fd libcurl watches */
+typedef struct st_watch_t {
+    h2o_socket_t *sock;
+    curl_socket_t fd;
+    int what;    /* CURL_POLL_IN / OUT / INOUT */
+    int busy;    /* inside our readiness callback: libcurl may remove the fd meanwhile */
+    int removed; /* libcurl removed it while busy: free after the callback */
+} watch_t;
+
+static struct {
+    CURLM *multi;
+    h2o_evloop_t *loop;
+    uint64_t timer_at; /* h2o_now() value when libcurl's timer is due; UINT64_MAX = none */
+    char *pin;
+} B = {NULL, NULL, UINT64_MAX, NULL};
+
+static void collect_finished(void);
+
+static void action(curl_socket_t fd, int ev)
+{
+    int running;
+    curl_multi_socket_action(B.multi, fd, ev, &running);
+    collect_finished();
+}
+
+static void rearm(watch_t *w);
+
+/* runs libcurl for one readiness report; the watch survives libcurl removing it until we are done with it */
+static void ready(watch_t *w, int ev)
+{
+    w->busy = 1;
+    action(w->fd, ev);
+    w->busy = 0;
+    if (w->removed) {
+        free(w);
+        return;
+    }
+    rearm(w); /* write readiness is one-shot in h2o: ask again while libcurl still wants it */
+}
+
+static void on_readable(h2o_socket_t *sock, const char *err)
+{
+    ready(sock->data, err != NULL ? CURL_CSELECT_ERR : CURL_CSELECT_IN);
+}
+
+static void on_writable(h2o_socket_t *sock, const char *err)
+{
+    ready(sock->data, err != NULL ? CURL_CSELECT_ERR : CURL_CSELECT_OUT);
+}
+
+static void rearm(watch_t *w)
+{
+    if (w->what & CURL_POLL_IN)
+        h2o_socket_read_start(w->sock, on_readable);
+    else
+        h2o_socket_read_stop(w->sock);
+    /* notify_write is one-shot: armed again on every change and after each write readiness (see ready) */
+    if ((w->what & CURL_POLL_OUT) && !h2o_socket_is_writing(w->sock))
+        h2o_socket_notify_write(w->sock, on_writable);
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy, (void)userp;
+    watch_t *w = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (w != NULL) {
+            h2o_socket_close(w->sock); /* closes our dup; libcurl closes its own fd */
+            curl_multi_assign(B.multi, fd, NULL);
+            if (w->busy)
+                w->removed = 1;
+            else
+                free(w);
+        }
+        return 0;
+    }
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        w->fd = fd;
+        w->sock = h2o_evloop_socket_create(B.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+        w->sock->data = w;
+        curl_multi_assign(B.multi, fd, w);
+    }
+    w->what = what;
+    rearm(w);
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi, (void)userp;
+    B.timer_at = timeout_ms < 0 ? UINT64_MAX : h2o_now(B.loop) + (uint64_t)timeout_ms;
+    return 0;
+}
+
+int32_t gw_backend_wait_ms(void)
+{
+    if (B.timer_at == UINT64_MAX)
+        return INT32_MAX;
+    uint64_t now = h2o_now(B.loop);
+    return B.timer_at <= now ? 0 : (int32_t)(B.timer_at - now > INT32_MAX ? INT32_MAX : B.timer_at - now);
+}
+
+void gw_backend_run_timers(void)
+{
+    if (B.timer_at != UINT64_MAX && B.timer_at <= h2o_now(B.loop)) {
+        B.timer_at = UINT64_MAX;
+        action(CURL_SOCKET_TIMEOUT, 0);
+    }
+}
+
+void gw_backend_init(h2o_evloop_t *loop, const char *pin)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    B.loop = loop;
+    B.pin = strdup(pin);
+    B.multi = curl_multi_init();
+    curl_multi_setopt(B.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(B.multi, CURLMOPT_TIMERFUNCTION, on_timer);
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    gw_call_t *call = userp;
+    size_t len = size * nmemb;
+    if (call->in->size + len > MAX_BODY)
+        return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+    h2o_buffer_reserve(&call->in, len);
+    memcpy(call->in->bytes + call->in->size, ptr, len);
+    call->in->size += len;
+    return len;
+}
+
+static void destroy(gw_call_t *call)
+{
+    curl_multi_remove_handle(B.multi, call->easy);
+    curl_easy_cleanup(call->easy);
+    curl_slist_free_all(call->headers);
+    free(call->body);
+    h2o_buffer_dispose(&call->in);
+    free(call);
+}
+
+gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
+                           uint64_t timeout_ms, gw_call_cb cb, void *data)
+{
+    gw_call_t *call = calloc(1, sizeof(*call));
+    char url[2048];
+    snprintf(url, sizeof(url), "%s%s", base_url, path);
+    call->easy = curl_easy_init();
+    call->cb = cb;
+    call->data = data;
+    h2o_buffer_init(&call->in, &h2o_socket_buffer_prototype);
+    CURL *e = call->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "lxd-gateway");
+    /* members are addressed by IP and serve the self-signed cluster certificate: trust exactly that key */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, B.pin);
+    if (id->cert_file != NULL) {
+        curl_easy_setopt(e, CURLOPT_SSLCERT, id->cert_file);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, id->key_file);
+    }
+    if (body != NULL) {
+        call->body = strdup(body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(call->body));
+        call->headers = curl_slist_append(call->headers, "Content-Type: application/json");
+    }
+    call->headers = curl_slist_append(call->headers, "Expect:"); /* no 100-continue round trip */
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
+    curl_multi_add_handle(B.multi, e);
+    return call;
+}
+
+void gw_backend_cancel(gw_call_t *call)
+{
+    destroy(call);
+}
+
+static void collect_finished(void)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(B.multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        gw_call_t *call;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+        long status = 0;
+        const char *err = NULL;
+        json_t *json = NULL;
+        if (msg->data.result != CURLE_OK) {
+            err = call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(msg->data.result);
+        } else {
+            curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+            json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
+        }
+        call->cb(call->data, err, status, json);
+        json_decref(json);
+        destroy(call);
+    }
+}

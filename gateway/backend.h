@@ -1,0 +1,37 @@
+/*
+ * backend.h: the gateway's own calls to cluster members (member list, health, trust store, plugin sub-calls).
+ *
+ * libcurl's multi interface driven by h2o's event loop: no threads, no blocking. Every call pins the cluster
+ * certificate and presents one identity. Client traffic does not come here: it goes through proxy.h.
+ */
+#ifndef GW_BACKEND_H
+#define GW_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <h2o.h>
+#include "identity.h"
+
+typedef struct st_gw_call_t gw_call_t;
+
+/*
+ * called once per call. err != NULL: the call did not get an HTTP answer (connect, TLS, timeout) and status is 0.
+ * Otherwise status is the HTTP status and json the parsed body (NULL if not JSON); both are valid only during the
+ * callback (use json_incref to keep the body).
+ */
+typedef void (*gw_call_cb)(void *data, const char *err, long status, json_t *json);
+
+/* binds the call engine to the loop; `pin` is curl's pin string of the cluster certificate */
+void gw_backend_init(h2o_evloop_t *loop, const char *pin);
+/* starts METHOD base_url+path with `body` (NULL = none; JSON text), as `id`; the call ends after timeout_ms */
+gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
+                           uint64_t timeout_ms, gw_call_cb cb, void *data);
+/* drops a call that has not called back yet; its callback will not run */
+void gw_backend_cancel(gw_call_t *call);
+/* milliseconds until libcurl wants its timer run (INT32_MAX = no timer); the main loop waits at most this long */
+int32_t gw_backend_wait_ms(void);
+/* runs libcurl's timer if it is due; the main loop calls this after each turn */
+void gw_backend_run_timers(void);
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * identity.c: the static backend identities (see identity.h).
+ */
+#include "identity.h"
+#include "tls.h"
+
+gw_identity_t gw_identities[GW_IDENTITY_NUM_STATIC];
+
+static h2o_timeout_t io_timeout;     /* idle limit of an ordinary proxied exchange */
+static h2o_timeout_t stream_timeout; /* idle limit of a tunnelled websocket */
+
+static const char *setup(gw_identity_t *id, h2o_context_t *ctx, X509 *cluster_cert)
+{
+    const char *err = NULL;
+    if ((id->ssl_ctx = gw_tls_backend_ctx(cluster_cert, id->cert_file, id->key_file, &err)) == NULL)
+        return err;
+    id->client_ctx =
+        (h2o_http1client_ctx_t){ctx->loop, &ctx->receivers.hostinfo_getaddr, &io_timeout, &stream_timeout, id->ssl_ctx};
+    return NULL;
+}
+
+const char *gw_identity_init(h2o_context_t *ctx, X509 *cluster_cert, const char *cert_file, const char *key_file,
+                             uint64_t io_timeout_ms, uint64_t stream_timeout_ms)
+{
+    const char *err;
+    h2o_timeout_init(ctx->loop, &io_timeout, io_timeout_ms);
+    h2o_timeout_init(ctx->loop, &stream_timeout, stream_timeout_ms);
+    gw_identities[GW_IDENTITY_ANONYMOUS] = (gw_identity_t){"anonymous", GW_IDENTITY_ANONYMOUS, NULL, NULL};
+    gw_identities[GW_IDENTITY_GATEWAY] = (gw_identity_t){"gateway", GW_IDENTITY_GATEWAY, cert_file, key_file};
+    for (size_t i = 0; i != GW_IDENTITY_NUM_STATIC; ++i)
+        if ((err = setup(gw_identities + i, ctx, cluster_cert)) != NULL)
+            return err;
+    return NULL;
+}

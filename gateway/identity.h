@@ -1,0 +1,35 @@
+/*
+ * identity.h: the identities the gateway can present to cluster members.
+ *
+ * The gateway terminates the client's TLS, so LXD sees whatever certificate the gateway presents. Each request is
+ * sent with exactly one of these: `anonymous` (no certificate: LXD applies its untrusted rules) or `gateway` (the
+ * gateway's own client certificate, trusted and unrestricted). Restricted and metrics callers get shadow identities
+ * (identity issue). Pooled upstream connections keep the identity they were opened with, so every member keeps one
+ * socket pool per identity, indexed by `index`.
+ */
+#ifndef GW_IDENTITY_H
+#define GW_IDENTITY_H
+
+#include <h2o.h>
+
+#define GW_IDENTITY_MAX 64 /* socket-pool slots per member */
+
+typedef struct st_gw_identity_t {
+    const char *name;                 /* "anonymous", "gateway": written to the access log */
+    size_t index;                     /* slot in every member's socket-pool array; < GW_IDENTITY_MAX */
+    const char *cert_file;            /* PEM certificate presented to members, for libcurl calls; NULL = none */
+    const char *key_file;             /* its key; NULL = none */
+    SSL_CTX *ssl_ctx;                 /* the same pair + the cluster pin, for h2o's proxy connections */
+    h2o_http1client_ctx_t client_ctx; /* h2o's upstream context: ssl_ctx, io and websocket timeouts */
+} gw_identity_t;
+
+enum { GW_IDENTITY_ANONYMOUS, GW_IDENTITY_GATEWAY, GW_IDENTITY_NUM_STATIC };
+
+/* the two static identities, set up by gw_identity_init */
+extern gw_identity_t gw_identities[GW_IDENTITY_NUM_STATIC];
+
+/* builds the static identities; returns NULL or an error */
+const char *gw_identity_init(h2o_context_t *ctx, X509 *cluster_cert, const char *cert_file, const char *key_file,
+                             uint64_t io_timeout_ms, uint64_t stream_timeout_ms);
+
+#endif

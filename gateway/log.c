@@ -1,0 +1,109 @@
+/*
+ * log.c: logfmt writer (see log.h).
+ */
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <sys/time.h>
+#include "log.h"
+
+gw_log_level_t gw_log_level = GW_LOG_INFO;
+FILE *gw_log_access_fp;
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+int gw_log_parse_level(const char *s)
+{
+    for (size_t i = 0; i != sizeof(level_names) / sizeof(level_names[0]); ++i)
+        if (strcmp(s, level_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *gw_log_num(long long v)
+{
+    static char bufs[8][24];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%lld", v);
+    return b;
+}
+
+/* logfmt: a value is quoted when it is empty or holds a space, a quote, '=' or a control character */
+static void put_value(FILE *fp, const char *v)
+{
+    if (v == NULL)
+        v = "";
+    int quote = *v == '\0' || strpbrk(v, " \"=\\\t\r\n") != NULL;
+    if (!quote) {
+        fputs(v, fp);
+        return;
+    }
+    fputc('"', fp);
+    for (; *v != '\0'; ++v) {
+        switch (*v) {
+        case '"':
+        case '\\':
+            fputc('\\', fp);
+            fputc(*v, fp);
+            break;
+        case '\n':
+            fputs("\\n", fp);
+            break;
+        case '\t':
+            fputs("\\t", fp);
+            break;
+        case '\r':
+            fputs("\\r", fp);
+            break;
+        default:
+            fputc(*v, fp);
+        }
+    }
+    fputc('"', fp);
+}
+
+static void put_time(FILE *fp)
+{
+    struct timeval tv;
+    struct tm tm;
+    char buf[64];
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(fp, "time=\"%s.%06ldZ\"", buf, (long)tv.tv_usec);
+}
+
+static void put_pairs(FILE *fp, const char *k, va_list ap)
+{
+    for (; k != NULL; k = va_arg(ap, const char *)) {
+        const char *v = va_arg(ap, const char *);
+        fprintf(fp, " %s=", k);
+        put_value(fp, v);
+    }
+    fputc('\n', fp);
+    fflush(fp);
+}
+
+void gw_log(gw_log_level_t level, const char *msg, ...)
+{
+    if (level < gw_log_level)
+        return;
+    va_list ap;
+    put_time(stderr);
+    fprintf(stderr, " level=%s msg=", level_names[level]);
+    put_value(stderr, msg);
+    va_start(ap, msg);
+    put_pairs(stderr, va_arg(ap, const char *), ap);
+    va_end(ap);
+}
+
+void gw_log_access(const char *key, ...)
+{
+    FILE *fp = gw_log_access_fp != NULL ? gw_log_access_fp : stdout;
+    va_list ap;
+    put_time(fp);
+    va_start(ap, key);
+    put_pairs(fp, key, ap);
+    va_end(ap);
+}

@@ -1,0 +1,30 @@
+/*
+ * log.h: the gateway's two logs, both logfmt as LXD writes its own.
+ *
+ * The error log (stderr, so systemd's journal keeps it) carries events: `time=... level=... msg=... key=value`.
+ * The access log carries one line per request (see gw_log_access). Values are quoted only when they need it.
+ */
+#ifndef GW_LOG_H
+#define GW_LOG_H
+
+#include <stdio.h>
+
+typedef enum en_gw_log_level_t { GW_LOG_DEBUG, GW_LOG_INFO, GW_LOG_WARN, GW_LOG_ERROR } gw_log_level_t;
+
+/* the lowest level written; set once from `log.level` */
+extern gw_log_level_t gw_log_level;
+/* where access lines go (stdout unless `log.access` names a file) */
+extern FILE *gw_log_access_fp;
+
+/* parses "debug|info|warn|error"; returns -1 on anything else */
+int gw_log_parse_level(const char *s);
+/* writes one event line; the varargs are key, value pairs of strings, ended by NULL */
+void gw_log(gw_log_level_t level, const char *msg, ...);
+/* writes one access line (time first, then the key, value pairs, ended by NULL) to gw_log_access_fp */
+void gw_log_access(const char *key, ...);
+/* formats a number for a key/value pair; returns a pointer into a small rotating buffer (valid for a few calls) */
+const char *gw_log_num(long long v);
+
+#define gw_debug(...) (gw_log_level <= GW_LOG_DEBUG ? gw_log(GW_LOG_DEBUG, __VA_ARGS__) : (void)0)
+
+#endif

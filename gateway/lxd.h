@@ -1,0 +1,17 @@
+/*
+ * lxd.h: answers in LXD's own envelopes, so clients print the gateway's errors the way they print LXD's.
+ */
+#ifndef GW_LXD_H
+#define GW_LXD_H
+
+#include <jansson.h>
+#include <h2o.h>
+
+/* {"type":"error","error_code":status,"error":msg,...} with HTTP status `status` */
+void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* {"type":"sync","status":"Success","status_code":200,"metadata":metadata}; steals `metadata` */
+void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata);
+/* sends `json` (stolen) as the whole body with HTTP status `status` */
+void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * main.c: command line, start-up order, and the event loop.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <h2o.h>
+#include "backend.h"
+#include "config.h"
+#include "identity.h"
+#include "init.h"
+#include "log.h"
+#include "members.h"
+#include "server.h"
+#include "tls.h"
+#include "trust.h"
+
+#ifndef GW_VERSION
+#define GW_VERSION "0.1.0"
+#endif
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: lxd-gateway --config FILE\n"
+                "       lxd-gateway init --state-dir DIR [--listen HOST:PORT] [--member URL]... [--cluster-certificate FILE]\n"
+                "       lxd-gateway --version | --help\n"
+                "\n"
+                "A TLS-terminating gateway in front of an LXD cluster (LXD < 5.20) that adds the single-call copy and\n"
+                "move of custom volumes across members (API extension cluster_internal_custom_volume_copy) and passes\n"
+                "everything else through unchanged.\n"
+                "\n"
+                "  --config FILE   the YAML configuration (see conf/lxd-gateway.yaml)\n"
+                "  --version       print the version and exit\n"
+                "  --help          print this help and exit\n");
+}
+
+static int run(const char *config_path)
+{
+    char *cerr = NULL;
+    const char *err = NULL;
+    gw_config_t *conf = gw_config_load(config_path, &cerr);
+    if (conf == NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", cerr != NULL ? cerr : "cannot read the configuration");
+        return 1;
+    }
+    gw_log_level = conf->log_level;
+    if (conf->access_log != NULL && (gw_log_access_fp = fopen(conf->access_log, "a")) == NULL) {
+        fprintf(stderr, "lxd-gateway: config: log.access: cannot open %s\n", conf->access_log);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+
+    /* request bodies (image imports, file pushes) past 32 MB spill to files in state_dir, not /tmp */
+    snprintf(h2o_socket_buffer_mmap_settings.fn_template, sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s/body.XXXXXX",
+             conf->state_dir);
+
+    X509 *cluster_cert = gw_tls_read_cert(conf->cluster_certificate, &err);
+    if (cluster_cert == NULL) {
+        fprintf(stderr, "lxd-gateway: config: cluster.certificate: %s\n", err);
+        return 1;
+    }
+    h2o_evloop_t *loop = h2o_evloop_create();
+    static gw_server_t srv;
+    char *pin = gw_tls_curl_pin(cluster_cert);
+    if ((err = gw_server_init(&srv, conf, loop)) != NULL ||
+        (err = gw_identity_init(&srv.ctx, cluster_cert, conf->identity_certificate, conf->identity_key, conf->backend_timeout_ms,
+                                conf->stream_timeout_ms)) != NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
+    gw_backend_init(loop, pin);
+    free(pin);
+    if ((err = gw_members_init(&srv.ctx, conf)) != NULL || (err = gw_server_listen(&srv, conf)) != NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
+    gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
+    gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
+
+    while (!stop_requested) {
+        int32_t wait = gw_backend_wait_ms();
+        h2o_evloop_run(loop, wait < 1000 ? wait : 1000);
+        gw_backend_run_timers();
+    }
+    gw_log(GW_LOG_INFO, "stopping", NULL);
+    gw_server_stop_listening(&srv);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"version", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL}};
+    const char *config_path = NULL;
+    int ch;
+
+    if (argc > 1 && strcmp(argv[1], "init") == 0)
+        return gw_init_main(argc - 1, argv + 1);
+    while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'v':
+            printf("lxd-gateway %s (h2o %s)\n", GW_VERSION, H2O_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config_path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    return run(config_path);
+}

@@ -1,0 +1,208 @@
+/*
+ * members.c: member list, discovery and health (see members.h).
+ */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <string.h>
+#include "log.h"
+#include "members.h"
+
+#define MAX_MEMBERS 64
+#define DISCOVERY_EVERY 5 /* health rounds between two reads of /1.0/cluster/members */
+#define POOL_IDLE_MS 5000 /* keep-alive of pooled member connections; short, as a stale one costs a 502 */
+
+static struct {
+    h2o_context_t *ctx;
+    gw_member_t *list[MAX_MEMBERS];
+    size_t num;
+    uint64_t interval_ms;
+    h2o_timeout_t timeout;
+    h2o_timeout_entry_t tick;
+    unsigned rounds;
+    gw_call_t *discovery;
+} M;
+
+static const char *resolve(gw_member_t *m)
+{
+    h2o_url_t url;
+    if (h2o_url_parse(m->url, SIZE_MAX, &url) != 0 || url.scheme != &H2O_URL_SCHEME_HTTPS)
+        return "not an https URL";
+    m->authority = h2o_strdup(NULL, url.authority.base, url.authority.len);
+    char host[256], port[8];
+    snprintf(host, sizeof(host), "%.*s", (int)url.host.len, url.host.base);
+    snprintf(port, sizeof(port), "%u", h2o_url_get_port(&url));
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+    /* a member address is normally an IP; a host name is resolved once, when the member is added */
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return "cannot resolve the host";
+    memcpy(&m->addr, res->ai_addr, res->ai_addrlen);
+    m->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return NULL;
+}
+
+static gw_member_t *find_url(const char *url)
+{
+    for (size_t i = 0; i != M.num; ++i)
+        if (strcmp(M.list[i]->url, url) == 0)
+            return M.list[i];
+    return NULL;
+}
+
+static gw_member_t *add(const char *url, const char *name)
+{
+    if (M.num == MAX_MEMBERS)
+        return NULL;
+    gw_member_t *m = calloc(1, sizeof(*m));
+    m->url = strdup(url);
+    size_t len = strlen(m->url);
+    while (len > 0 && m->url[len - 1] == '/')
+        m->url[--len] = '\0';
+    const char *err;
+    if ((err = resolve(m)) != NULL) {
+        gw_log(GW_LOG_ERROR, "member address unusable", "url", url, "err", err, NULL);
+        free(m->url);
+        free(m);
+        return NULL;
+    }
+    m->name = strdup(name != NULL ? name : m->url);
+    m->present = m->online = m->healthy = 1;
+    M.list[M.num++] = m;
+    gw_log(GW_LOG_INFO, "member added", "member", m->name, "url", m->url, NULL);
+    return m;
+}
+
+gw_member_t *gw_members_next(size_t *cursor)
+{
+    for (; *cursor < M.num; ++*cursor) {
+        gw_member_t *m = M.list[*cursor];
+        if (m->present && m->online && m->healthy) {
+            ++*cursor;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+gw_member_t *gw_members_find(const char *name)
+{
+    for (size_t i = 0; i != M.num; ++i)
+        if (M.list[i]->present && strcmp(M.list[i]->name, name) == 0)
+            return M.list[i];
+    return NULL;
+}
+
+h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id)
+{
+    h2o_socketpool_t **slot = &m->pools[id->index];
+    if (*slot == NULL) {
+        *slot = malloc(sizeof(**slot));
+        h2o_socketpool_init_by_address(*slot, (struct sockaddr *)&m->addr, m->addrlen, 1, SIZE_MAX);
+        h2o_socketpool_set_timeout(*slot, M.ctx->loop, POOL_IDLE_MS);
+    }
+    return *slot;
+}
+
+static void set_healthy(gw_member_t *m, int healthy, const char *why)
+{
+    if (m->healthy != healthy)
+        gw_log(healthy ? GW_LOG_INFO : GW_LOG_WARN, healthy ? "member reachable" : "member unreachable", "member", m->name,
+               "reason", why, NULL);
+    m->healthy = healthy;
+    if (healthy)
+        m->last_ok_at = h2o_now(M.ctx->loop);
+}
+
+static void on_probe(void *data, const char *err, long status, json_t *json)
+{
+    (void)json;
+    gw_member_t *m = data;
+    m->probe = NULL;
+    if (err != NULL)
+        set_healthy(m, 0, err);
+    else
+        set_healthy(m, status == 200, status == 200 ? "GET /1.0 answered" : "GET /1.0 did not answer 200");
+}
+
+static void probe(gw_member_t *m)
+{
+    if (m->probe == NULL)
+        m->probe = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_ANONYMOUS], "GET", "/1.0", NULL, M.interval_ms, on_probe, m);
+}
+
+void gw_member_failed(gw_member_t *m, const char *err)
+{
+    set_healthy(m, 0, err);
+    probe(m);
+}
+
+/* applies the answer of GET /1.0/cluster/members?recursion=1 */
+static void on_discovery(void *data, const char *err, long status, json_t *json)
+{
+    (void)data;
+    M.discovery = NULL;
+    json_t *list = json_object_get(json, "metadata");
+    if (err != NULL || status != 200 || !json_is_array(list)) {
+        /* a standalone server answers an error here: its seeds are all there is */
+        gw_debug("member list not read", "err", err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
+        return;
+    }
+    for (size_t i = 0; i != M.num; ++i)
+        M.list[i]->present = 0;
+    size_t idx;
+    json_t *e;
+    json_array_foreach(list, idx, e)
+    {
+        const char *url = json_string_value(json_object_get(e, "url"));
+        const char *name = json_string_value(json_object_get(e, "server_name"));
+        const char *st = json_string_value(json_object_get(e, "status"));
+        if (url == NULL || name == NULL)
+            continue;
+        gw_member_t *m = find_url(url);
+        if (m == NULL && (m = add(url, name)) == NULL)
+            continue;
+        if (strcmp(m->name, name) != 0) {
+            free(m->name);
+            m->name = strdup(name);
+        }
+        m->present = 1;
+        int online = st != NULL && strcmp(st, "Online") == 0;
+        if (online != m->online)
+            gw_log(online ? GW_LOG_INFO : GW_LOG_WARN, "member status", "member", name, "status", st, NULL);
+        m->online = online;
+    }
+}
+
+static void discover(void)
+{
+    size_t cursor = 0;
+    gw_member_t *m;
+    if (M.discovery != NULL || (m = gw_members_next(&cursor)) == NULL)
+        return;
+    M.discovery = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/cluster/members?recursion=1", NULL,
+                                  M.interval_ms * 2, on_discovery, NULL);
+}
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    for (size_t i = 0; i != M.num; ++i)
+        if (M.list[i]->present)
+            probe(M.list[i]);
+    if (M.rounds++ % DISCOVERY_EVERY == 0)
+        discover();
+    h2o_timeout_link(M.ctx->loop, &M.timeout, &M.tick);
+}
+
+const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf)
+{
+    M.ctx = ctx;
+    M.interval_ms = conf->health_interval_ms;
+    for (size_t i = 0; i != conf->num_members; ++i)
+        if (add(conf->members[i], NULL) == NULL)
+            return "a cluster.members entry is unusable";
+    h2o_timeout_init(ctx->loop, &M.timeout, M.interval_ms);
+    M.tick.cb = on_tick;
+    on_tick(&M.tick);
+    return NULL;
+}

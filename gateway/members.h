@@ -1,0 +1,43 @@
+/*
+ * members.h: the cluster members the gateway sends requests to.
+ *
+ * Seeds come from `cluster.members`; the full list from GET /1.0/cluster/members (re-read periodically). Each
+ * member is probed with GET /1.0 every `cluster.health_interval`; a member that fails a probe or a connect is
+ * skipped until a probe succeeds again. Members are never freed (a removed one is only marked absent), so a
+ * pointer to one stays valid for the life of the process.
+ */
+#ifndef GW_MEMBERS_H
+#define GW_MEMBERS_H
+
+#include <sys/socket.h>
+#include <h2o.h>
+#include "backend.h"
+#include "config.h"
+#include "identity.h"
+
+typedef struct st_gw_member_t {
+    char *name;                               /* cluster member name ("node1"); the URL until discovery names it */
+    char *url;                                /* "https://host:port" (no trailing slash) */
+    h2o_iovec_t authority;                    /* "host:port": the Host the proxy sends */
+    struct sockaddr_storage addr;             /* where to connect */
+    socklen_t addrlen;                        /* its length */
+    int present;                              /* still listed by the cluster (or a seed of a non-clustered server) */
+    int online;                               /* the cluster reports it Online */
+    int healthy;                              /* answered our last probe (optimistic until the first probe) */
+    uint64_t last_ok_at;                      /* h2o_now() of the last good probe; 0 = never */
+    gw_call_t *probe;                         /* probe in flight, or NULL */
+    h2o_socketpool_t *pools[GW_IDENTITY_MAX]; /* keep-alive TLS connections, one pool per identity */
+} gw_member_t;
+
+/* sets up the seeds and starts discovery and health checks */
+const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf);
+/* the next usable member at list position >= *cursor, advancing *cursor past it; NULL when none is left */
+gw_member_t *gw_members_next(size_t *cursor);
+/* the member named `name` (or NULL) */
+gw_member_t *gw_members_find(const char *name);
+/* the socket pool of `m` for identity `id` (created on first use) */
+h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
+/* a connection to `m` failed: skip it until a probe succeeds, and probe now */
+void gw_member_failed(gw_member_t *m, const char *err);
+
+#endif

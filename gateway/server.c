@@ -1,0 +1,164 @@
+/*
+ * server.c: listeners and the request flow (see server.h).
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include "log.h"
+#include "lxd.h"
+#include "proxy.h"
+#include "server.h"
+#include "tls.h"
+#include "trust.h"
+
+static void remember(h2o_req_t *req, const char *key, size_t key_len, const char *value)
+{
+    *h2o_req_getenv(req, key, key_len, 1) = h2o_strdup(&req->pool, value, strlen(value));
+}
+
+/* the whole flow of a request; each step is one call */
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    gw_caller_t *caller = h2o_mem_alloc_pool(&req->pool, sizeof(*caller));
+    const char *refusal;
+
+    /* who is calling: decided here, from the client certificate, against the cluster's trust store */
+    gw_trust_identify(req, caller);
+    remember(req, H2O_STRLIT("gw.fingerprint"), caller->fingerprint[0] != '\0' ? caller->fingerprint : "-");
+    remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
+
+    /* what no caller may send to a member */
+    if ((refusal = gw_proxy_sanitize(req)) != NULL) {
+        gw_lxd_send_error(req, 403, "%s", refusal);
+        return 0;
+    }
+
+    /* a plugin claims it (single-call copy/move: later issues), or it passes through unchanged */
+    gw_proxy_pass(req, caller->identity);
+    return 0;
+}
+
+static h2o_iovec_t env_or_dash(h2o_req_t *req, const char *key, size_t len)
+{
+    h2o_iovec_t *v = h2o_req_getenv(req, key, len, 0);
+    return v != NULL ? *v : h2o_iovec_init(H2O_STRLIT("-"));
+}
+
+static void log_access(h2o_logger_t *self, h2o_req_t *req)
+{
+    (void)self;
+    char remote[NI_MAXHOST + 8] = "-", status[8], bytes[24], dur[32];
+    struct sockaddr_storage ss;
+    socklen_t sslen = req->conn->callbacks->get_peername(req->conn, (void *)&ss);
+    if (sslen != 0) {
+        size_t l = h2o_socket_getnumerichost((void *)&ss, sslen, remote);
+        if (l != SIZE_MAX)
+            snprintf(remote + l, sizeof(remote) - l, ":%d", h2o_socket_getport((void *)&ss));
+    }
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    double ms = (now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
+                (now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
+    snprintf(status, sizeof(status), "%d", req->res.status);
+    snprintf(bytes, sizeof(bytes), "%zu", req->bytes_sent);
+    snprintf(dur, sizeof(dur), "%.3f", ms);
+    h2o_iovec_t fp = env_or_dash(req, H2O_STRLIT("gw.fingerprint")), id = env_or_dash(req, H2O_STRLIT("gw.identity")),
+                member = env_or_dash(req, H2O_STRLIT("gw.member"));
+    char method[16], *path = h2o_mem_alloc_pool(&req->pool, req->input.path.len + 1), fps[80], ids[64], ms_[64];
+    snprintf(method, sizeof(method), "%.*s", (int)req->input.method.len, req->input.method.base);
+    memcpy(path, req->input.path.base, req->input.path.len);
+    path[req->input.path.len] = '\0';
+    snprintf(fps, sizeof(fps), "%.*s", (int)fp.len, fp.base);
+    snprintf(ids, sizeof(ids), "%.*s", (int)id.len, id.base);
+    snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);
+    gw_log_access("remote", remote, "fingerprint", fps, "identity", ids, "method", method, "path", path, "status", status, "bytes",
+                  bytes, "duration_ms", dur, "member", ms_, NULL);
+}
+
+const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop)
+{
+    const char *err = NULL;
+    h2o_config_init(&srv->h2o);
+    srv->h2o.max_request_entity_size = conf->max_request_body;
+    srv->h2o.server_name = h2o_iovec_init(H2O_STRLIT("lxd-gateway"));
+    h2o_hostconf_t *host = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_create_handler(path, sizeof(h2o_handler_t))->on_req = on_req;
+    h2o_create_logger(path, sizeof(h2o_logger_t))->log_access = log_access;
+    h2o_context_init(&srv->ctx, loop, &srv->h2o);
+    srv->accept.ctx = &srv->ctx;
+    srv->accept.hosts = srv->h2o.hosts;
+    if ((srv->accept.ssl_ctx = gw_tls_server_ctx(conf->tls_certificate, conf->tls_key, &err)) == NULL)
+        return err;
+    return NULL;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    gw_server_t *srv = listener->data;
+    h2o_socket_t *sock;
+    if (err != NULL)
+        return;
+    if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+        return;
+    h2o_accept(&srv->accept, sock);
+}
+
+static int open_listener(const char *hostport, const char **err)
+{
+    char host[256];
+    const char *port;
+    if (hostport[0] == '[') {
+        const char *close = strstr(hostport, "]:");
+        snprintf(host, sizeof(host), "%.*s", (int)(close - hostport - 1), hostport + 1);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(hostport, ':');
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
+        port = colon + 1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
+    if (getaddrinfo(host, port, &hints, &res) != 0) {
+        *err = "cannot resolve the listen address";
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (res->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        *err = strerror(errno);
+        if (fd != -1)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+const char *gw_server_listen(gw_server_t *srv, const gw_config_t *conf)
+{
+    for (size_t i = 0; i != conf->num_listen; ++i) {
+        const char *err = NULL;
+        int fd = open_listener(conf->listen[i], &err);
+        if (fd == -1) {
+            gw_log(GW_LOG_ERROR, "cannot listen", "listen", conf->listen[i], "err", err, NULL);
+            return "cannot open a listen address";
+        }
+        h2o_socket_t *sock = h2o_evloop_socket_create(srv->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        sock->data = srv;
+        h2o_socket_read_start(sock, on_accept);
+        srv->listeners[srv->num_listeners++] = sock;
+        gw_log(GW_LOG_INFO, "listening", "address", conf->listen[i], NULL);
+    }
+    return NULL;
+}
+
+void gw_server_stop_listening(gw_server_t *srv)
+{
+    for (size_t i = 0; i != srv->num_listeners; ++i)
+        h2o_socket_close(srv->listeners[i]);
+    srv->num_listeners = 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * server.h: the client-facing side: listeners, TLS, and the flow every request takes:
+ *
+ *     request -> who is calling (trust.h) -> a plugin claims it, or it passes through (proxy.h) -> members -> answer
+ */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <h2o.h>
+#include "config.h"
+
+typedef struct st_gw_server_t {
+    h2o_globalconf_t h2o;                        /* h2o's configuration: one host, one path ("/"), our handler and logger */
+    h2o_context_t ctx;                           /* h2o's per-loop context */
+    h2o_accept_ctx_t accept;                     /* what accepted connections are bound to (TLS context, hosts) */
+    h2o_socket_t *listeners[GW_CONFIG_MAX_LIST]; /* one per `listen` address */
+    size_t num_listeners;
+} gw_server_t;
+
+/* builds the h2o configuration; call before gw_server_listen */
+const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop);
+/* opens every `listen` address */
+const char *gw_server_listen(gw_server_t *srv, const gw_config_t *conf);
+/* stops accepting new connections (established ones go on) */
+void gw_server_stop_listening(gw_server_t *srv);
+
+#endif

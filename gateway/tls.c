@@ -1,0 +1,139 @@
+/*
+ * tls.c: see tls.h.
+ */
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include "tls.h"
+
+static int pin_ex_index = -1;
+
+static int accept_any_client_cert(int preverify_ok, X509_STORE_CTX *store)
+{
+    (void)preverify_ok, (void)store;
+    return 1; /* who the caller is gets decided from the fingerprint, against the cluster's trust store */
+}
+
+SSL_CTX *gw_tls_server_ctx(const char *cert_file, const char *key_file, const char **err)
+{
+    static const unsigned char sid_ctx[] = "lxd-gateway";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        *err = "cannot load the server certificate (tls.certificate)";
+        goto Error;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        *err = "cannot load the server key, or it does not match the certificate (tls.key)";
+        goto Error;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_client_cert);
+    /* without a session id context, every resumed session with a client certificate fails the handshake */
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    return ctx;
+Error:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* accepts the member only if it shows exactly the pinned cluster certificate */
+static int verify_pinned(int preverify_ok, X509_STORE_CTX *store)
+{
+    (void)preverify_ok;
+    if (X509_STORE_CTX_get_error_depth(store) != 0)
+        return 1; /* the leaf decides; the cluster certificate is self-signed */
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    X509 *pinned = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), pin_ex_index);
+    X509 *peer = X509_STORE_CTX_get_current_cert(store);
+    if (pinned == NULL || peer == NULL || X509_cmp(pinned, peer) != 0)
+        return 0;
+    X509_STORE_CTX_set_error(store, X509_V_OK);
+    return 1;
+}
+
+SSL_CTX *gw_tls_backend_ctx(X509 *cluster_cert, const char *cert_file, const char *key_file, const char **err)
+{
+    if (pin_ex_index < 0)
+        pin_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (cert_file != NULL) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+            *err = "cannot load the client identity certificate/key";
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    X509_up_ref(cluster_cert);
+    SSL_CTX_set_ex_data(ctx, pin_ex_index, cluster_cert);
+    /* not SSL_VERIFY_PEER: h2o would then check the host name, which fails for IP addresses; OpenSSL still runs the
+     * verify callback for any non-zero mode, and the callback pins */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_pinned);
+    return ctx;
+}
+
+X509 *gw_tls_read_cert(const char *file, const char **err)
+{
+    FILE *fp = fopen(file, "r");
+    if (fp == NULL) {
+        *err = "cannot open certificate file";
+        return NULL;
+    }
+    X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    if (cert == NULL)
+        *err = "not a PEM certificate";
+    return cert;
+}
+
+void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    X509_digest(cert, EVP_sha256(), md, &len);
+    for (unsigned i = 0; i != len; ++i)
+        sprintf(out + i * 2, "%02x", md[i]);
+    out[len * 2] = '\0';
+}
+
+char *gw_tls_curl_pin(X509 *cert)
+{
+    unsigned char *der = NULL, md[32], b64[64];
+    int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    SHA256(der, len, md);
+    OPENSSL_free(der);
+    EVP_EncodeBlock(b64, md, sizeof(md));
+    char *pin = malloc(sizeof("sha256//") + sizeof(b64));
+    sprintf(pin, "sha256//%s", b64);
+    return pin;
+}
+
+/*
+ * h2o 2.2.5 has no accessor for the peer certificate. Its private `struct st_h2o_socket_ssl_t` begins with
+ * { SSL_CTX *ssl_ctx; SSL *ossl; }: reach `ossl` through that prefix, and check at run time that the SSL found is
+ * the one bound to this socket (its BIO's data is the h2o socket), so a layout change fails closed (no certificate
+ * = untrusted) instead of reading garbage.
+ */
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "gw_tls_peer_cert reaches into h2o 2.2's private socket layout; check it against this h2o version"
+#endif
+struct st_h2o_2_2_socket_ssl_prefix_t {
+    SSL_CTX *ssl_ctx;
+    SSL *ossl;
+};
+
+X509 *gw_tls_peer_cert(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL || sock->ssl == NULL)
+        return NULL;
+    SSL *ossl = ((struct st_h2o_2_2_socket_ssl_prefix_t *)sock->ssl)->ossl;
+    if (ossl == NULL || BIO_get_data(SSL_get_rbio(ossl)) != sock)
+        return NULL;
+    return SSL_get_peer_certificate(ossl);
+}

@@ -1,0 +1,31 @@
+/*
+ * tls.h: TLS on both sides of the gateway.
+ *
+ * Client side: the gateway terminates TLS, asks for (does not require) a client certificate, and computes its
+ * fingerprint as LXD does (SHA-256 over the DER, lower-case hex). Member side: every connection pins the cluster
+ * certificate (members are addressed by IP, and h2o's name check cannot be relied on for IPs), and presents the
+ * client certificate of the identity chosen for the request, or none.
+ */
+#ifndef GW_TLS_H
+#define GW_TLS_H
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <h2o.h>
+
+#define GW_FINGERPRINT_LEN 64 /* hex characters of a SHA-256 */
+
+/* server context: TLS 1.2+, modern ciphers, ALPN h2 + http/1.1, optional client certificate */
+SSL_CTX *gw_tls_server_ctx(const char *cert_file, const char *key_file, const char **err);
+/* member-side context pinned to `cluster_cert`; cert_file/key_file NULL = connect without a client certificate */
+SSL_CTX *gw_tls_backend_ctx(X509 *cluster_cert, const char *cert_file, const char *key_file, const char **err);
+/* reads the first certificate of a PEM file */
+X509 *gw_tls_read_cert(const char *file, const char **err);
+/* LXD's fingerprint of `cert` into out (NUL-terminated) */
+void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1]);
+/* curl's pin string for `cert`: "sha256//<base64 of the SPKI digest>" (malloc'd) */
+char *gw_tls_curl_pin(X509 *cert);
+/* the certificate the client presented on this request's connection (a new reference), or NULL */
+X509 *gw_tls_peer_cert(h2o_req_t *req);
+
+#endif
