@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential pkg-config clang-format
       libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libssl-dev libwslay-dev libyaml-dev
-      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 wrk procps)
+      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest wrk procps)
 BPO_PKGS=(incus-client incus)
 
 missing() { # prints the packages of "$@" that dpkg does not report installed
