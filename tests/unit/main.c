@@ -1,0 +1,17 @@
+/*
+ * main.c: runs every unit test group. usage: unit-tests DATA_DIR
+ */
+#include "unit.h"
+
+int unit_passed, unit_failed;
+const char *unit_data_dir = "tests/unit/data";
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        unit_data_dir = argv[1];
+    test_config();
+    test_tls();
+    printf("%d passed, %d failed\n", unit_passed, unit_failed);
+    return unit_failed != 0;
+}

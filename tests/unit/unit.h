@@ -1,0 +1,25 @@
+/*
+ * unit.h: a minimal test harness: CHECK records a failure and goes on; main prints "N passed, N failed".
+ */
+#ifndef GW_UNIT_H
+#define GW_UNIT_H
+
+#include <stdio.h>
+
+extern int unit_passed, unit_failed;
+extern const char *unit_data_dir; /* tests/unit/data */
+
+#define CHECK(cond)                                                                                                                \
+    do {                                                                                                                           \
+        if (cond) {                                                                                                                \
+            ++unit_passed;                                                                                                         \
+        } else {                                                                                                                   \
+            ++unit_failed;                                                                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                        \
+        }                                                                                                                          \
+    } while (0)
+
+void test_config(void);
+void test_tls(void);
+
+#endif
