@@ -1,0 +1,57 @@
+"""Fixtures for end-to-end tests: a real LXD 5.0.2 cluster (tests/cluster/cluster.sh, already up) and the gateway
+binary under test ($LXDGW_BINARY) started in front of it. Everything runs inside the cluster's private network
+namespace; nothing here reaches beyond loopback."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from helpers import Gateway, Lxc, curl, sh
+
+TOP = os.environ["LXDGW_TOP"]
+CLUSTER_DIR = os.environ["LXDGW_CLUSTER_DIR"]
+GW_ADDR = "127.0.0.1:8443"
+
+
+@pytest.fixture(scope="session")
+def env():
+    return dict(os.environ)
+
+
+def member_lxc(node, *args, check=True):
+    """`lxc` as the local admin of a member (unix socket), for set-up and for checking results behind the gateway."""
+    return sh(["env", f"LXD_DIR={CLUSTER_DIR}/{node}", "LXD_CONF=" + CLUSTER_DIR + "/lxc-conf", "lxc", *args], check=check)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """The gateway under test, with its own state dir and identity, trusted by the cluster."""
+    state = str(tmp_path_factory.mktemp("gw-state"))
+    binary = os.environ["LXDGW_BINARY"]
+    sh([binary, "init", "--state-dir", state, "--listen", GW_ADDR, "--member", "https://127.0.0.11:8443",
+        "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
+    fp = sh(["openssl", "x509", "-in", f"{state}/identity.crt", "-noout", "-fingerprint", "-sha256"]).stdout
+    member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
+    gw = Gateway(binary, state, GW_ADDR)
+    gw.start()
+    yield gw
+    gw.stop()
+    fp = fp.split("=")[1].strip().replace(":", "").lower()
+    member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
+    gw.check_sanitizers()
+
+
+@pytest.fixture(scope="session")
+def lxc(gateway, tmp_path_factory):
+    """A fresh `lxc` 5.0.2 client config whose certificate the cluster trusts, with remote `gw` = the gateway."""
+    conf = str(tmp_path_factory.mktemp("lxc-conf"))
+    shutil.copy(os.environ["LXDGW_CLIENT_CERT"], f"{conf}/client.crt")
+    shutil.copy(os.environ["LXDGW_CLIENT_KEY"], f"{conf}/client.key")
+    client = Lxc(conf)
+    client.run("remote", "add", "gw", f"https://{GW_ADDR}", "--accept-certificate")
+    return client
