@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# `make bench`: the gateway against direct access to a member and against HAProxy, measured in the same run on the
+# real test cluster. Everything runs inside the cluster's network namespace (loopback only); every loop is bounded.
+#
+#   API:  GET /1.0 and GET /1.0/instances?recursion=1 at fixed concurrency for a fixed time, with the trusted client
+#         certificate: req/s, p50/p99 latency, proxy CPU seconds per 10k requests; ratios gateway/direct and
+#         gateway/haproxy. HAProxy terminates TLS and re-encrypts to the member with the same client certificate
+#         (one thread, as the gateway has one event loop).
+#   Push: `lxc file push` of 1 GiB through the gateway and directly: wall time ratio, gateway peak RSS.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cluster="$top/tests/cluster/cluster.sh"
+ctl="$top/scripts/gateway-ctl.sh"
+DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
+NS=${LXDGW_NETNS:-lxdgw}
+CONC=${BENCH_CONCURRENCY:-16}
+SECS=${BENCH_SECONDS:-10}
+PUSH_MIB=${BENCH_PUSH_MIB:-1024}
+out="$top/build/bench"
+mkdir -p "$out"
+
+cc -O2 -Wall -Wextra -Werror -o "$out/loadgen" "$top/bench/loadgen.c" -lcurl
+bash "$cluster" up
+# shellcheck disable=SC1091
+source "$DIR/env"
+nsx() { ip netns exec "$NS" "$@"; }
+
+cleanup() {
+    [ -s "$out/haproxy.pid" ] && kill "$(cat "$out/haproxy.pid")" 2>/dev/null || true
+    bash "$ctl" stop bench-gw || true
+    nsx env LXD_CONF="$out/lxc" lxc delete -f direct:bench-c1 >/dev/null 2>&1 || true
+    [ "${LXDGW_KEEP_CLUSTER:-0}" = 1 ] || bash "$cluster" down
+}
+trap cleanup EXIT
+
+bash "$ctl" start bench-gw "$top/build/lxd-gateway" 127.0.0.1:8443
+gw_pid=$(cat "$DIR/bench-gw/gateway.pid")
+gw_pid=$(pgrep -P "$gw_pid" lxd-gateway || echo "$gw_pid") # `ip netns exec` may stay as the parent
+
+# HAProxy: TLS in (the gateway's own server certificate), TLS out with the test client's certificate.
+cat "$DIR/bench-gw/server.crt" "$DIR/bench-gw/server.key" >"$out/haproxy-server.pem"
+cat "$LXDGW_CLIENT_CERT" "$LXDGW_CLIENT_KEY" >"$out/haproxy-client.pem"
+cat >"$out/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:9443 ssl crt $out/haproxy-server.pem
+    default_backend members
+backend members
+    http-reuse always
+    server node1 127.0.0.11:8443 ssl verify none crt $out/haproxy-client.pem
+CFG
+nsx haproxy -f "$out/haproxy.cfg" -D -p "$out/haproxy.pid"
+sleep 0.5
+hap_pid=$(head -1 "$out/haproxy.pid")
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# run NAME URL PID(or -): prints "rps p50 p99 cpu_s_per_10k"
+run() {
+    local url=$2 pid=$3 c0 c1 line
+    nsx "$out/loadgen" "$url" "$LXDGW_CLIENT_CERT" "$LXDGW_CLIENT_KEY" "$CONC" 2 >/dev/null || true # warm-up
+    [ "$pid" = - ] || c0=$(cpu_ticks "$pid")
+    line=$(nsx "$out/loadgen" "$url" "$LXDGW_CLIENT_CERT" "$LXDGW_CLIENT_KEY" "$CONC" "$SECS")
+    [ "$pid" = - ] || c1=$(cpu_ticks "$pid")
+    echo "$1: $line" >>"$out/raw.txt"
+    awk -v l="$line" -v c0="${c0:-0}" -v c1="${c1:-0}" -v tck="$TCK" -v pid="$pid" 'BEGIN{
+        n=split(l,f," "); for(i=1;i<=n;i++){split(f[i],kv,"="); v[kv[1]]=kv[2]}
+        if (v["errors"]+0 > 0) { print "ERRORS " v["errors"] > "/dev/stderr" }
+        cpu = pid=="-" ? "-" : sprintf("%.3f", (c1-c0)/tck / v["requests"] * 10000)
+        printf "%s %s %s %s\n", v["rps"], v["p50_ms"], v["p99_ms"], cpu }'
+}
+
+: >"$out/raw.txt"
+printf '\n%-36s %10s %9s %9s %14s\n' "target" "req/s" "p50 ms" "p99 ms" "cpu s/10k req"
+declare -A R
+for path in "/1.0" "/1.0/instances?recursion=1"; do
+    for t in direct gateway haproxy; do
+        case $t in
+        direct) url="https://127.0.0.11:8443$path" pid=- ;;
+        gateway) url="https://127.0.0.1:8443$path" pid=$gw_pid ;;
+        haproxy) url="https://127.0.0.1:9443$path" pid=$hap_pid ;;
+        esac
+        read -r rps p50 p99 cpu < <(run "$t $path" "$url" "$pid")
+        R["$t$path"]=$rps
+        printf '%-36s %10s %9s %9s %14s\n' "$t $path" "$rps" "$p50" "$p99" "$cpu"
+    done
+    awk -v g="${R[gateway$path]}" -v d="${R[direct$path]}" -v h="${R[haproxy$path]}" -v p="$path" \
+        'BEGIN{printf "  ratio %s: gateway/direct %.2f, gateway/haproxy %.2f (req/s)\n", p, g/d, g/h}'
+done
+
+# 1 GiB file push, through the gateway and directly, into one container
+export LXD_CONF="$out/lxc"
+mkdir -p "$LXD_CONF"
+cp "$LXDGW_CLIENT_CERT" "$LXD_CONF/client.crt"
+cp "$LXDGW_CLIENT_KEY" "$LXD_CONF/client.key"
+nsx lxc remote add direct https://127.0.0.11:8443 --accept-certificate >/dev/null 2>&1 || true
+nsx lxc remote add gw https://127.0.0.1:8443 --accept-certificate >/dev/null 2>&1 || true
+nsx lxc launch direct:busybox direct:bench-c1 --target node1 >/dev/null
+head -c $((PUSH_MIB << 20)) /dev/urandom >"$out/push.bin"
+rss0=$(awk '/VmHWM/{print $2}' "/proc/$gw_pid/status")
+t0=$(date +%s.%N); nsx lxc file push "$out/push.bin" direct:bench-c1/root/direct.bin; t1=$(date +%s.%N)
+nsx lxc file push "$out/push.bin" gw:bench-c1/root/gw.bin; t2=$(date +%s.%N)
+rss1=$(awk '/VmHWM/{print $2}' "/proc/$gw_pid/status")
+rm -f "$out/push.bin"
+awk -v a="$t0" -v b="$t1" -v c="$t2" -v r0="$rss0" -v r1="$rss1" -v m="$PUSH_MIB" 'BEGIN{
+    printf "\nfile push %d MiB: direct %.2f s, gateway %.2f s, ratio gateway/direct %.2f; gateway peak RSS %.1f MiB (%.1f MiB before)\n",
+        m, b-a, c-b, (c-b)/(b-a), r1/1024, r0/1024 }'

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Starts/stops a gateway in front of the test cluster (tests/cluster/cluster.sh), for `make demo` and `make bench`.
+#   gateway-ctl.sh start NAME BINARY ADDR    state in $LXDGW_CLUSTER_DIR/NAME, listening on ADDR in the namespace
+#   gateway-ctl.sh stop NAME
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cluster="$top/tests/cluster/cluster.sh"
+DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
+NS=${LXDGW_NETNS:-lxdgw}
+
+start() {
+    local name=$1 bin=$2 addr=$3 state="$DIR/$1"
+    bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+    stop "$name" 2>/dev/null || true
+    mkdir -p "$state"
+    "$bin" init --state-dir "$state" --listen "$addr" --member https://127.0.0.11:8443 \
+        --cluster-certificate "$DIR/cluster.crt" >"$state/init.out"
+    # trusting the same certificate twice is refused by LXD: ignore that case only
+    bash "$cluster" lxc node1 config trust add "$state/identity.crt" 2>"$state/trust.err" ||
+        grep -q "already exists" "$state/trust.err" || { cat "$state/trust.err" >&2; return 1; }
+    setsid ip netns exec "$NS" "$bin" --config "$state/lxd-gateway.yaml" >"$state/gateway.log" 2>&1 </dev/null &
+    echo $! >"$state/gateway.pid"
+    for _ in $(seq 100); do
+        if ip netns exec "$NS" curl -sk --max-time 2 "https://$addr/1.0" | grep -q '"type":"sync"'; then
+            echo "gateway $name up on https://$addr (pid $(cat "$state/gateway.pid"), log $state/gateway.log)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "gateway $name did not come up:" >&2
+    tail -20 "$state/gateway.log" >&2
+    return 1
+}
+
+stop() {
+    local pidf="$DIR/$1/gateway.pid"
+    [ -s "$pidf" ] || return 0
+    kill "$(cat "$pidf")" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$(cat "$pidf")" 2>/dev/null || true
+    rm -f "$pidf"
+}
+
+case "${1:-}" in
+start) shift; start "$@" ;;
+stop) shift; stop "$@" ;;
+*) echo "usage: $0 start NAME BINARY ADDR | stop NAME" >&2; exit 2 ;;
+esac
