@@ -7,6 +7,8 @@
 #   cluster.sh status          print the members; exit 0 only if all 3 are ONLINE
 #   cluster.sh exec CMD...     run CMD inside the network namespace with $DIR/env exported
 #   cluster.sh lxc NODE ARGS   run `lxc ARGS` as the local (unix socket) admin of member NODE
+#   cluster.sh kill NODE       SIGKILL member NODE's daemon (a crash, for failover tests)
+#   cluster.sh start NODE      start member NODE's daemon again and wait until it answers
 #
 # Environment: LXDGW_NETNS (default lxdgw), LXDGW_CLUSTER_DIR (default /var/tmp/lxdgw-cluster).
 # Needs root and the packages lxd, lxd-client, busybox-static, iproute2, util-linux, procps, openssl, jq.
@@ -31,7 +33,7 @@ log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '5,9s/^# \{0,1\}//p' "$0" >&2
+    sed -n '5,11s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 
@@ -518,6 +520,25 @@ cmd_lxc() {
     exec ip netns exec "$NS" env LXD_DIR="$DIR/$node" LXD_CONF="${LXD_CONF:-$LXC_CONF}" lxc "$@"
 }
 
+# A crash of one member: its daemon dies at once, its connections are reset.
+cmd_kill() {
+    local node=${1:-} pid
+    [ -n "${ADDR[$node]:-}" ] || die "unknown member '$node' (node1, node2, node3)"
+    pid=$(member_pid "$node") || die "$node is not running"
+    kill -9 "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    die "$node: pid $pid still alive after SIGKILL"
+}
+
+cmd_start() {
+    local node=${1:-}
+    [ -n "${ADDR[$node]:-}" ] || die "unknown member '$node' (node1, node2, node3)"
+    ns_exists || die "the cluster is not up (run: $0 up)"
+    if member_pid "$node" >/dev/null; then return 0; fi
+    start_member "$node"
+    wait_member "$node"
+}
+
 main() {
     [ "$#" -ge 1 ] || usage
     check_dir
@@ -530,6 +551,8 @@ main() {
         status) cmd_status ;;
         exec) cmd_exec "$@" ;;
         lxc) cmd_lxc "$@" ;;
+        kill) cmd_kill "$@" ;;
+        start) cmd_start "$@" ;;
         -h | --help | help) usage ;;
         *) usage ;;
     esac
