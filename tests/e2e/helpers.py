@@ -33,28 +33,30 @@ def curl(url, cert=None, key=None, method="GET", data=None, headers=(), timeout=
 
 
 class Gateway:
-    def __init__(self, binary, state, addr):
+    def __init__(self, binary, state, addr, config=None, name="gateway"):
         self.binary, self.state, self.addr = binary, state, addr
+        self.config = config or os.path.join(state, "lxd-gateway.yaml")
+        self.logname = os.path.join(state, name + ".log")
         self.url = f"https://{addr}"
         self.proc = None
-        self.asan_prefix = os.path.join(state, "sanitizer")
+        self.asan_prefix = os.path.join(state, name + "-sanitizer")
 
     def start(self):
         env = dict(os.environ)
         # leaks at exit are not checked yet (the process does not free its global state on SIGTERM)
         env["ASAN_OPTIONS"] = f"log_path={self.asan_prefix}:detect_leaks=0:abort_on_error=0"
         env["UBSAN_OPTIONS"] = f"log_path={self.asan_prefix}:print_stacktrace=1"
-        self.log = open(os.path.join(self.state, "gateway.log"), "ab")
-        self.proc = subprocess.Popen([self.binary, "--config", os.path.join(self.state, "lxd-gateway.yaml")],
+        self.log = open(self.logname, "ab")
+        self.proc = subprocess.Popen([self.binary, "--config", self.config],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 20
         while time.time() < deadline:
-            assert self.proc.poll() is None, f"gateway exited: {self.logtext()}"
+            assert self.proc.poll() is None, f"gateway exited: {self.logtext()[-4000:]}"
             r = subprocess.run(["curl", "-sk", "--max-time", "2", self.url + "/1.0"], capture_output=True, text=True)
             if r.returncode == 0 and '"type":"sync"' in r.stdout:
                 return
             time.sleep(0.2)
-        raise AssertionError("gateway did not answer GET /1.0 within 20 s: " + self.logtext())
+        raise AssertionError("gateway did not answer GET /1.0 within 20 s: " + self.logtext()[-4000:])
 
     def wait_trusted(self, cert, key, timeout=10):
         """Waits until the gateway's trust mirror knows `cert` (it refreshes every 2 s)."""
@@ -68,8 +70,8 @@ class Gateway:
         raise AssertionError("gateway never saw the certificate as trusted")
 
     def logtext(self):
-        with open(os.path.join(self.state, "gateway.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-4000:]
+        with open(self.logname, "rb") as f:
+            return f.read().decode(errors="replace")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

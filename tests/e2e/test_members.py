@@ -1,0 +1,79 @@
+"""Members: a member that refuses connections is skipped before anything is sent, and comes back after recovery.
+Runs after the foundation tests (it crashes node1 and restarts it)."""
+import os
+import re
+import time
+
+from helpers import Gateway, curl, sh
+
+CLUSTER = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/cluster.sh")
+
+
+def last_access_line(gateway, path):
+    lines = [l for l in gateway.logtext().splitlines() if f"path={path} " in l and " status=" in l]
+    return lines[-1] if lines else ""
+
+
+def wait_cluster_healthy(timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if sh(["bash", CLUSTER, "status"], check=False).returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError("cluster not healthy again after restarting node1")
+
+
+def test_member_refusing_connections_is_skipped(gateway):
+    """With probes effectively off (1 h), only the connect-time failover can skip the crashed member."""
+    with open(gateway.config) as f:
+        conf = f.read().replace("listen: [\"127.0.0.1:8443\"]", "listen: [\"127.0.0.1:8444\"]")
+    conf = conf.replace("cluster:\n", "cluster:\n  health_interval: 1h\n")
+    path = os.path.join(gateway.state, "no-probes.yaml")
+    with open(path, "w") as f:
+        f.write(conf)
+    gw = Gateway(gateway.binary, gateway.state, "127.0.0.1:8444", config=path, name="no-probes")
+    gw.start()
+    try:
+        for _ in range(3):  # pooled connections to node1 now exist
+            assert curl(gw.url + "/1.0")[0] == 200
+        assert "member=node1" in last_access_line(gw, "/1.0")
+        sh(["bash", CLUSTER, "kill", "node1"])
+        try:
+            # the very first request after the crash must succeed, on another member: no 502/503 to the client
+            code, body = curl(gw.url + "/1.0?after-crash")
+            assert code == 200, body
+            assert body["metadata"]["auth"] == "untrusted"
+            line = last_access_line(gw, "/1.0?after-crash")
+            assert re.search(r"member=node[23]\b", line), line
+            assert 'msg="member unreachable" member=node1' in gw.logtext()
+        finally:
+            sh(["bash", CLUSTER, "start", "node1"])
+            wait_cluster_healthy()
+    finally:
+        gw.stop()
+        gw.check_sanitizers()
+
+
+def test_recovered_member_is_used_again(gateway):
+    """After a crash and restart, the member answers its probe (every 2 s) and takes requests again."""
+    down_msg = 'msg="member unreachable" member=node1'
+    seen = gateway.logtext().count(down_msg)
+    sh(["bash", CLUSTER, "kill", "node1"])
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            curl(gateway.url + "/1.0?while-down")
+            if gateway.logtext().count(down_msg) > seen:
+                break
+            time.sleep(0.3)
+        assert re.search(r"member=node[23]\b", last_access_line(gateway, "/1.0?while-down"))
+    finally:
+        sh(["bash", CLUSTER, "start", "node1"])
+        wait_cluster_healthy()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        curl(gateway.url + "/1.0?after-recovery")
+        if "member=node1" in last_access_line(gateway, "/1.0?after-recovery"):
+            break
+        time.sleep(0.5)
+    assert "member=node1" in last_access_line(gateway, "/1.0?after-recovery")
