@@ -16,6 +16,7 @@
 #define MAX_BODY (64u << 20) /* a member's JSON answer larger than this is refused, not buffered */
 
 struct st_gw_call_t {
+    gw_backend_done_t done; /* CURLOPT_PRIVATE points here */
     CURL *easy;
     struct curl_slist *headers;
     char *body;       /* request body (owned) */
@@ -158,34 +159,9 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
-static void destroy(gw_call_t *call)
+CURL *gw_backend_easy(const gw_identity_t *id)
 {
-    curl_multi_remove_handle(B.multi, call->easy);
-    curl_easy_cleanup(call->easy);
-    curl_slist_free_all(call->headers);
-    free(call->body);
-    h2o_buffer_dispose(&call->in);
-    free(call);
-}
-
-gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
-                           uint64_t timeout_ms, gw_call_cb cb, void *data)
-{
-    gw_call_t *call = calloc(1, sizeof(*call));
-    char url[2048];
-    snprintf(url, sizeof(url), "%s%s", base_url, path);
-    call->easy = curl_easy_init();
-    call->cb = cb;
-    call->data = data;
-    h2o_buffer_init(&call->in, &h2o_socket_buffer_prototype);
-    CURL *e = call->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, call);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    CURL *e = curl_easy_init();
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "lxd-gateway");
     /* members are addressed by IP and serve the self-signed cluster certificate: trust exactly that key */
@@ -196,6 +172,64 @@ gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const 
         curl_easy_setopt(e, CURLOPT_SSLCERT, id->cert_file);
         curl_easy_setopt(e, CURLOPT_SSLKEY, id->key_file);
     }
+    return e;
+}
+
+void gw_backend_start(CURL *easy, gw_backend_done_t *done)
+{
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, done);
+    curl_multi_add_handle(B.multi, easy);
+}
+
+void gw_backend_stop(CURL *easy)
+{
+    curl_multi_remove_handle(B.multi, easy);
+}
+
+static void destroy(gw_call_t *call)
+{
+    gw_backend_stop(call->easy);
+    curl_easy_cleanup(call->easy);
+    curl_slist_free_all(call->headers);
+    free(call->body);
+    h2o_buffer_dispose(&call->in);
+    free(call);
+}
+
+static void on_call_done(void *data, CURLcode result)
+{
+    gw_call_t *call = data;
+    long status = 0;
+    const char *err = NULL;
+    json_t *json = NULL;
+    if (result != CURLE_OK) {
+        err = call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(result);
+    } else {
+        curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
+    }
+    call->cb(call->data, err, status, json);
+    json_decref(json);
+    destroy(call);
+}
+
+gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
+                           uint64_t timeout_ms, gw_call_cb cb, void *data)
+{
+    gw_call_t *call = calloc(1, sizeof(*call));
+    char url[2048];
+    snprintf(url, sizeof(url), "%s%s", base_url, path);
+    call->easy = gw_backend_easy(id);
+    call->cb = cb;
+    call->data = data;
+    h2o_buffer_init(&call->in, &h2o_socket_buffer_prototype);
+    CURL *e = call->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     if (body != NULL) {
         call->body = strdup(body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
@@ -204,7 +238,8 @@ gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const 
     }
     call->headers = curl_slist_append(call->headers, "Expect:"); /* no 100-continue round trip */
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
-    curl_multi_add_handle(B.multi, e);
+    call->done = (gw_backend_done_t){on_call_done, call};
+    gw_backend_start(e, &call->done);
     return call;
 }
 
@@ -220,19 +255,8 @@ static void collect_finished(void)
     while ((msg = curl_multi_info_read(B.multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        gw_call_t *call;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
-        long status = 0;
-        const char *err = NULL;
-        json_t *json = NULL;
-        if (msg->data.result != CURLE_OK) {
-            err = call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(msg->data.result);
-        } else {
-            curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
-            json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
-        }
-        call->cb(call->data, err, status, json);
-        json_decref(json);
-        destroy(call);
+        gw_backend_done_t *done;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&done);
+        done->cb(done->data, msg->data.result);
     }
 }

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <h2o.h>
 #include "identity.h"
@@ -29,6 +30,21 @@ gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const 
                            uint64_t timeout_ms, gw_call_cb cb, void *data);
 /* drops a call that has not called back yet; its callback will not run */
 void gw_backend_cancel(gw_call_t *call);
+
+/*
+ * Lower level, for transfers that are not JSON calls (the large-body forwarder): gw_backend_easy makes an easy
+ * handle that already pins the cluster certificate and presents `id`; the caller adds its own options, then
+ * gw_backend_start runs it and calls done->cb(done->data, result) once when it ends. gw_backend_stop removes a
+ * started handle (done->cb is then not called). `done` must stay valid until then.
+ */
+typedef struct st_gw_backend_done_t {
+    void (*cb)(void *data, CURLcode result); /* called once, when the transfer ends */
+    void *data;                              /* passed to cb */
+} gw_backend_done_t;
+
+CURL *gw_backend_easy(const gw_identity_t *id);
+void gw_backend_start(CURL *easy, gw_backend_done_t *done);
+void gw_backend_stop(CURL *easy);
 /* milliseconds until libcurl wants its timer run (INT32_MAX = no timer); the main loop waits at most this long */
 int32_t gw_backend_wait_ms(void);
 /* runs libcurl's timer if it is due; the main loop calls this after each turn */
