@@ -2,6 +2,7 @@
  * proxy.c: see proxy.h.
  */
 #include <string.h>
+#include "forward.h"
 #include "log.h"
 #include "lxd.h"
 #include "members.h"
@@ -115,6 +116,10 @@ static void on_dispose(void *data)
 
 void gw_proxy_pass(h2o_req_t *req, const gw_identity_t *id)
 {
+    if (req->entity.len >= GW_FORWARD_MIN_BODY && req->upgrade.base == NULL) {
+        gw_forward_pass(req, id); /* large uploads: see forward.h */
+        return;
+    }
     pass_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_dispose);
     *p = (pass_t){req, id};
     try_next(p);

@@ -1,0 +1,233 @@
+/*
+ * forward.c: see forward.h.
+ *
+ * The member's answer is relayed as it comes: head first, then the body through h2o's generator (one h2o_send in
+ * flight at a time; libcurl is paused when more than PENDING_MAX bytes wait for the client).
+ */
+#include <string.h>
+#include "backend.h"
+#include "forward.h"
+#include "log.h"
+#include "lxd.h"
+#include "members.h"
+
+#define PENDING_MAX (4u << 20)
+
+typedef struct st_fwd_t {
+    gw_backend_done_t done;    /* libcurl tells us here when the transfer ends */
+    h2o_generator_t generator; /* how h2o asks for more of the answer */
+    h2o_req_t *req;            /* NULL once the client went away */
+    const gw_identity_t *id;
+    size_t cursor;       /* next member position to try */
+    gw_member_t *member; /* the member being tried */
+    CURL *easy;          /* the transfer, or NULL when none runs */
+    struct curl_slist *headers;
+    int status;            /* the member's HTTP status (final, not 100) */
+    int started;           /* the answer's head was given to h2o */
+    int finished;          /* the transfer ended (ok or not) */
+    int failed;            /* it ended in an error after the head was sent */
+    int paused;            /* libcurl is paused until the client takes more */
+    h2o_buffer_t *pending; /* answer bytes not yet given to h2o */
+    h2o_buffer_t *sending; /* the bytes of the h2o_send in flight (NULL: none) */
+    char errbuf[CURL_ERROR_SIZE];
+} fwd_t;
+
+static void try_next(fwd_t *f);
+
+static void end_transfer(fwd_t *f)
+{
+    if (f->easy == NULL)
+        return;
+    gw_backend_stop(f->easy);
+    curl_easy_cleanup(f->easy);
+    curl_slist_free_all(f->headers);
+    f->easy = NULL;
+    f->headers = NULL;
+}
+
+/* gives h2o what is pending, if h2o is ready for it */
+static void flush(fwd_t *f)
+{
+    if (f->req == NULL || !f->started || f->sending != NULL)
+        return;
+    if (f->pending->size == 0 && !f->finished)
+        return;
+    h2o_send_state_t state = !f->finished ? H2O_SEND_STATE_IN_PROGRESS : f->failed ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL;
+    f->sending = f->pending;
+    h2o_buffer_init(&f->pending, &h2o_socket_buffer_prototype);
+    h2o_iovec_t buf = h2o_iovec_init(f->sending->bytes, f->sending->size);
+    h2o_send(f->req, &buf, buf.len != 0, state);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    fwd_t *f = H2O_STRUCT_FROM_MEMBER(fwd_t, generator, gen);
+    h2o_buffer_dispose(&f->sending);
+    f->sending = NULL;
+    if (f->paused && f->easy != NULL) {
+        f->paused = 0;
+        curl_easy_pause(f->easy, CURLPAUSE_CONT);
+    }
+    flush(f);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    fwd_t *f = userp;
+    size_t len = size * nmemb;
+    if (f->pending->size >= PENDING_MAX) {
+        f->paused = 1;
+        return CURL_WRITEFUNC_PAUSE; /* libcurl delivers the same bytes again after CURLPAUSE_CONT */
+    }
+    h2o_buffer_reserve(&f->pending, len);
+    memcpy(f->pending->bytes + f->pending->size, ptr, len);
+    f->pending->size += len;
+    flush(f);
+    return len;
+}
+
+static int is_hop_by_hop(const char *name, size_t len)
+{
+    static const char *hop[] = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"};
+    for (size_t i = 0; i != sizeof(hop) / sizeof(hop[0]); ++i)
+        if (h2o_lcstris(name, len, hop[i], strlen(hop[i])))
+            return 1;
+    return 0;
+}
+
+/* one header line of the member's answer; the empty line ends the head */
+static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
+{
+    fwd_t *f = userp;
+    size_t len = size * nmemb, n = len;
+    h2o_req_t *req = f->req;
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+        --n;
+    if (req == NULL)
+        return len;
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        const char *sp = memchr(line, ' ', n);
+        f->status = sp != NULL ? atoi(sp + 1) : 502;
+        return len;
+    }
+    if (f->status < 200) /* an interim answer (100 Continue): its headers are not relayed */
+        return len;
+    if (n == 0) {
+        req->res.status = f->status;
+        req->res.reason = "";
+        f->generator = (h2o_generator_t){on_proceed, NULL};
+        f->started = 1;
+        h2o_start_response(req, &f->generator);
+        return len;
+    }
+    const char *colon = memchr(line, ':', n);
+    if (colon == NULL)
+        return len;
+    size_t nlen = colon - line;
+    const char *v = colon + 1, *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        ++v;
+    if (h2o_lcstris(line, nlen, H2O_STRLIT("content-length"))) {
+        req->res.content_length = strtoull(v, NULL, 10);
+    } else if (!is_hop_by_hop(line, nlen) && !h2o_lcstris(line, nlen, H2O_STRLIT("date"))) {
+        /* HTTP/2 clients need lower-case names; h2o sets its own Date */
+        h2o_iovec_t name = h2o_strdup(&req->pool, line, nlen);
+        h2o_strtolower(name.base, name.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, h2o_strdup(&req->pool, v, end - v).base,
+                              end - v);
+    }
+    return len;
+}
+
+static void on_done(void *data, CURLcode result)
+{
+    fwd_t *f = data;
+    end_transfer(f);
+    if (f->req == NULL)
+        return;
+    if (result == CURLE_COULDNT_CONNECT && !f->started) {
+        /* nothing of the request reached this member: another may take it */
+        gw_member_failed(f->member, f->errbuf);
+        try_next(f);
+        return;
+    }
+    if (result != CURLE_OK && !f->started) {
+        gw_log(GW_LOG_WARN, "forward failed", "member", f->member->name, "err", f->errbuf, NULL);
+        gw_lxd_send_error(f->req, 502, "Cluster member %s failed: %s", f->member->name, f->errbuf);
+        return;
+    }
+    f->finished = 1;
+    f->failed = result != CURLE_OK;
+    flush(f);
+}
+
+static void add_request_headers(fwd_t *f)
+{
+    h2o_req_t *req = f->req;
+    for (size_t i = 0; i != req->headers.size; ++i) {
+        h2o_header_t *h = req->headers.entries + i;
+        if (is_hop_by_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("content-length")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("expect")))
+            continue;
+        char *line = h2o_mem_alloc_pool(&req->pool, h->name->len + h->value.len + 3);
+        sprintf(line, "%.*s: %.*s", (int)h->name->len, h->name->base, (int)h->value.len, h->value.base);
+        f->headers = curl_slist_append(f->headers, line);
+    }
+    f->headers = curl_slist_append(f->headers, "Expect:"); /* the body is here already: no 100-continue wait */
+    /* add nothing the client did not send: libcurl's default Content-Type for a POST body is form-urlencoded, and
+     * LXD 5.0's file handler then lets Go's ParseForm eat the first 10 MiB + 1 of a pushed file (seen) */
+    if (h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1) == -1)
+        f->headers = curl_slist_append(f->headers, "Content-Type:");
+}
+
+static void try_next(fwd_t *f)
+{
+    h2o_req_t *req = f->req;
+    if ((f->member = gw_members_next(&f->cursor)) == NULL) {
+        gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
+        return;
+    }
+    *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(f->member->name, strlen(f->member->name));
+    char *url = h2o_mem_alloc_pool(&req->pool, strlen(f->member->url) + req->path.len + 1);
+    sprintf(url, "%s%.*s", f->member->url, (int)req->path.len, req->path.base);
+    char *method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    CURL *e = f->easy = gw_backend_easy(f->id);
+    f->errbuf[0] = '\0';
+    f->status = 0;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    /* the body stays where h2o buffered it (memory or its spill file under state_dir): no copy */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->entity.base);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->entity.len);
+    add_request_headers(f);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_SSL_ENABLE_ALPN, 0L);
+    gw_backend_start(e, &f->done);
+}
+
+static void on_dispose(void *data)
+{
+    fwd_t *f = data;
+    f->req = NULL;
+    end_transfer(f);
+    h2o_buffer_dispose(&f->pending);
+    if (f->sending != NULL)
+        h2o_buffer_dispose(&f->sending);
+}
+
+void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id)
+{
+    fwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_dispose);
+    *f = (fwd_t){.req = req, .id = id};
+    f->done = (gw_backend_done_t){on_done, f};
+    h2o_buffer_init(&f->pending, &h2o_socket_buffer_prototype);
+    try_next(f);
+}
