@@ -17,7 +17,7 @@ start() {
         --cluster-certificate "$DIR/cluster.crt" >"$state/init.out"
     # trusting the same certificate twice is refused by LXD: ignore that case only
     bash "$cluster" lxc node1 config trust add "$state/identity.crt" 2>"$state/trust.err" ||
-        grep -q "already exists" "$state/trust.err" || { cat "$state/trust.err" >&2; return 1; }
+        grep -qiE "already (exists|in trust store)" "$state/trust.err" || { cat "$state/trust.err" >&2; return 1; }
     setsid ip netns exec "$NS" "$bin" --config "$state/lxd-gateway.yaml" >"$state/gateway.log" 2>&1 </dev/null &
     echo $! >"$state/gateway.pid"
     for _ in $(seq 100); do
