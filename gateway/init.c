@@ -3,8 +3,8 @@
  *
  * Creates, unless they exist: the server key pair (what clients see; its certificate carries DNS names, because LXD
  * members and Go clients verify a pinned certificate by its first DNS name) and the identity key pair (what the
- * cluster trusts). Keys are ECDSA P-384 as LXD makes its own. Writes DIR/lxd-gateway.yaml and prints the command
- * an operator runs on the cluster to trust the gateway.
+ * cluster trusts). Writes DIR/lxd-gateway.yaml and prints the command an operator runs on the cluster to trust the
+ * gateway.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -13,90 +13,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 #include "init.h"
 #include "tls.h"
-
-static EVP_PKEY *new_key(void)
-{
-    EVP_PKEY *key = NULL;
-    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
-    EVP_PKEY_keygen_init(kctx);
-    EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_secp384r1);
-    EVP_PKEY_keygen(kctx, &key);
-    EVP_PKEY_CTX_free(kctx);
-    return key;
-}
-
-static void add_ext(X509 *cert, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509V3_set_ctx_nodb(&v3);
-    X509V3_set_ctx(&v3, cert, cert, NULL, NULL, 0);
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    X509_add_ext(cert, ext, -1);
-    X509_EXTENSION_free(ext);
-}
-
-/* a self-signed certificate valid for 10 years, as LXD makes */
-static X509 *new_cert(EVP_PKEY *key, const char *cn, const char *san, int server)
-{
-    X509 *cert = X509_new();
-    X509_set_version(cert, 2);
-    unsigned char serial[16];
-    FILE *r = fopen("/dev/urandom", "r");
-    if (r == NULL || fread(serial, 1, sizeof(serial), r) != sizeof(serial))
-        memset(serial, 0x5a, sizeof(serial));
-    if (r != NULL)
-        fclose(r);
-    serial[0] &= 0x7f;
-    BIGNUM *bn = BN_bin2bn(serial, sizeof(serial), NULL);
-    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
-    BN_free(bn);
-    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME *name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"lxd-gateway", -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    add_ext(cert, NID_basic_constraints, "critical,CA:FALSE");
-    add_ext(cert, NID_key_usage, "critical,digitalSignature,keyEncipherment");
-    add_ext(cert, NID_ext_key_usage, server ? "serverAuth" : "clientAuth");
-    if (san != NULL)
-        add_ext(cert, NID_subject_alt_name, san);
-    X509_sign(cert, key, EVP_sha384());
-    return cert;
-}
 
 static int write_pair(const char *dir, const char *base, const char *cn, const char *san, int server)
 {
     char crt[4096], key[4096];
+    const char *err;
     snprintf(crt, sizeof(crt), "%s/%s.crt", dir, base);
     snprintf(key, sizeof(key), "%s/%s.key", dir, base);
     if (access(crt, F_OK) == 0 && access(key, F_OK) == 0) {
         printf("keeping existing %s\n", crt);
         return 0;
     }
-    EVP_PKEY *pkey = new_key();
-    X509 *cert = new_cert(pkey, cn, san, server);
-    mode_t old = umask(077);
-    FILE *kf = fopen(key, "w");
-    umask(old);
-    FILE *cf = fopen(crt, "w");
-    int ok =
-        kf != NULL && cf != NULL && PEM_write_PrivateKey(kf, pkey, NULL, NULL, 0, NULL, NULL) == 1 && PEM_write_X509(cf, cert) == 1;
-    if (kf != NULL)
-        fclose(kf);
-    if (cf != NULL)
-        fclose(cf);
-    X509_free(cert);
-    EVP_PKEY_free(pkey);
-    if (!ok) {
-        fprintf(stderr, "lxd-gateway init: cannot write %s / %s: %s\n", crt, key, strerror(errno));
+    if ((err = gw_tls_write_pair(crt, key, cn, san, server)) != NULL) {
+        fprintf(stderr, "lxd-gateway init: %s (%s, %s): %s\n", err, crt, key, strerror(errno));
         return -1;
     }
     printf("created %s\n", crt);

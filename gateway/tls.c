@@ -4,7 +4,11 @@
 #include <string.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <openssl/ec.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include "tls.h"
 
 static int pin_ex_index = -1;
@@ -136,4 +140,76 @@ X509 *gw_tls_peer_cert(h2o_req_t *req)
     if (ossl == NULL || BIO_get_data(SSL_get_rbio(ossl)) != sock)
         return NULL;
     return SSL_get_peer_certificate(ossl);
+}
+
+/* key pairs: ECDSA P-384, self-signed, as LXD makes its own */
+static EVP_PKEY *new_key(void)
+{
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
+    EVP_PKEY_keygen_init(kctx);
+    EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_secp384r1);
+    EVP_PKEY_keygen(kctx, &key);
+    EVP_PKEY_CTX_free(kctx);
+    return key;
+}
+
+static void add_ext(X509 *cert, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, cert, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+}
+
+/* a self-signed certificate valid for 10 years, as LXD makes */
+static X509 *new_cert(EVP_PKEY *key, const char *cn, const char *san, int server)
+{
+    X509 *cert = X509_new();
+    X509_set_version(cert, 2);
+    unsigned char serial[16];
+    FILE *r = fopen("/dev/urandom", "r");
+    if (r == NULL || fread(serial, 1, sizeof(serial), r) != sizeof(serial))
+        memset(serial, 0x5a, sizeof(serial));
+    if (r != NULL)
+        fclose(r);
+    serial[0] &= 0x7f;
+    BIGNUM *bn = BN_bin2bn(serial, sizeof(serial), NULL);
+    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
+    BN_free(bn);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
+    X509_set_pubkey(cert, key);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"lxd-gateway", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    add_ext(cert, NID_basic_constraints, "critical,CA:FALSE");
+    add_ext(cert, NID_key_usage, "critical,digitalSignature,keyEncipherment");
+    add_ext(cert, NID_ext_key_usage, server ? "serverAuth" : "clientAuth");
+    if (san != NULL)
+        add_ext(cert, NID_subject_alt_name, san);
+    X509_sign(cert, key, EVP_sha384());
+    return cert;
+}
+
+const char *gw_tls_write_pair(const char *crt, const char *key, const char *cn, const char *san, int server)
+{
+    EVP_PKEY *pkey = new_key();
+    X509 *cert = new_cert(pkey, cn, san, server);
+    mode_t old = umask(077);
+    FILE *kf = fopen(key, "w");
+    umask(old);
+    FILE *cf = fopen(crt, "w");
+    int ok =
+        kf != NULL && cf != NULL && PEM_write_PrivateKey(kf, pkey, NULL, NULL, 0, NULL, NULL) == 1 && PEM_write_X509(cf, cert) == 1;
+    if (kf != NULL)
+        fclose(kf);
+    if (cf != NULL)
+        fclose(cf);
+    X509_free(cert);
+    EVP_PKEY_free(pkey);
+    return ok ? NULL : "cannot write the key pair";
 }

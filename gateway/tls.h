@@ -25,6 +25,9 @@ X509 *gw_tls_read_cert(const char *file, const char **err);
 void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1]);
 /* curl's pin string for `cert`: "sha256//<base64 of the SPKI digest>" (malloc'd) */
 char *gw_tls_curl_pin(X509 *cert);
+/* writes a new ECDSA P-384 key (mode 0600) and a self-signed 10-year certificate for it; san may be NULL;
+ * server=1 marks it for server use, else client use. Returns NULL or an error. */
+const char *gw_tls_write_pair(const char *crt_file, const char *key_file, const char *cn, const char *san, int server);
 /* the certificate the client presented on this request's connection (a new reference), or NULL */
 X509 *gw_tls_peer_cert(h2o_req_t *req);
 
