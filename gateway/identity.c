@@ -1,5 +1,5 @@
 /*
- * identity.c: the static backend identities (see identity.h).
+ * identity.c: backend identities (see identity.h).
  */
 #include "identity.h"
 #include "tls.h"
@@ -8,8 +8,10 @@ gw_identity_t gw_identities[GW_IDENTITY_NUM_STATIC];
 
 static h2o_timeout_t io_timeout;     /* idle limit of an ordinary proxied exchange */
 static h2o_timeout_t stream_timeout; /* idle limit of a tunnelled websocket */
+static h2o_context_t *ctx;           /* the loop every identity's upstream connections run on */
+static X509 *cluster_cert;           /* pinned on every member connection */
 
-static const char *setup(gw_identity_t *id, h2o_context_t *ctx, X509 *cluster_cert)
+const char *gw_identity_setup(gw_identity_t *id)
 {
     const char *err = NULL;
     if ((id->ssl_ctx = gw_tls_backend_ctx(cluster_cert, id->cert_file, id->key_file, &err)) == NULL)
@@ -19,16 +21,18 @@ static const char *setup(gw_identity_t *id, h2o_context_t *ctx, X509 *cluster_ce
     return NULL;
 }
 
-const char *gw_identity_init(h2o_context_t *ctx, X509 *cluster_cert, const char *cert_file, const char *key_file,
+const char *gw_identity_init(h2o_context_t *_ctx, X509 *_cluster_cert, const char *cert_file, const char *key_file,
                              uint64_t io_timeout_ms, uint64_t stream_timeout_ms)
 {
     const char *err;
+    ctx = _ctx;
+    cluster_cert = _cluster_cert;
     h2o_timeout_init(ctx->loop, &io_timeout, io_timeout_ms);
     h2o_timeout_init(ctx->loop, &stream_timeout, stream_timeout_ms);
     gw_identities[GW_IDENTITY_ANONYMOUS] = (gw_identity_t){"anonymous", GW_IDENTITY_ANONYMOUS, NULL, NULL};
     gw_identities[GW_IDENTITY_GATEWAY] = (gw_identity_t){"gateway", GW_IDENTITY_GATEWAY, cert_file, key_file};
     for (size_t i = 0; i != GW_IDENTITY_NUM_STATIC; ++i)
-        if ((err = setup(gw_identities + i, ctx, cluster_cert)) != NULL)
+        if ((err = gw_identity_setup(gw_identities + i)) != NULL)
             return err;
     return NULL;
 }

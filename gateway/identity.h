@@ -28,6 +28,8 @@ enum { GW_IDENTITY_ANONYMOUS, GW_IDENTITY_GATEWAY, GW_IDENTITY_NUM_STATIC };
 /* the two static identities, set up by gw_identity_init */
 extern gw_identity_t gw_identities[GW_IDENTITY_NUM_STATIC];
 
+/* sets up `id` (its cert_file/key_file set, index free) like the static ones; returns NULL or an error */
+const char *gw_identity_setup(gw_identity_t *id);
 /* builds the static identities; returns NULL or an error */
 const char *gw_identity_init(h2o_context_t *ctx, X509 *cluster_cert, const char *cert_file, const char *key_file,
                              uint64_t io_timeout_ms, uint64_t stream_timeout_ms);

@@ -12,6 +12,7 @@
 typedef struct st_entry_t {
     char fingerprint[GW_FINGERPRINT_LEN + 1];
     gw_trust_kind_t kind;
+    char *projects; /* restricted: sorted, ","-joined; else NULL */
 } entry_t;
 
 static struct {
@@ -22,7 +23,25 @@ static struct {
     h2o_timeout_t timeout;
     h2o_timeout_entry_t tick;
     gw_call_t *call;
+    void (*on_refresh)(void);
+    struct {
+        void (*cb)(void *data);
+        void *data;
+    } waiting[64]; /* gw_trust_refresh_now callers waiting for the read in flight to end */
+    size_t num_waiting;
+    int reread; /* a read was asked for while one was in flight (it may predate the change) */
 } T;
+
+static void start_read(void);
+
+/* tells everyone waiting for a read that it ended */
+static void read_ended(void)
+{
+    size_t n = T.num_waiting;
+    T.num_waiting = 0;
+    for (size_t i = 0; i != n; ++i)
+        T.waiting[i].cb(T.waiting[i].data);
+}
 
 const char *gw_trust_kind_name(gw_trust_kind_t kind)
 {
@@ -49,14 +68,51 @@ static gw_trust_kind_t kind_of(json_t *cert)
     return GW_TRUST_NONE; /* a type this gateway does not know grants nothing */
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* the project set as one comparable string: sorted, ","-joined (project names cannot hold a comma) */
+static char *project_key(json_t *projects)
+{
+    size_t n = json_array_size(projects), len = 1, i;
+    const char **names = calloc(n + 1, sizeof(*names));
+    json_t *p;
+    json_array_foreach(projects, i, p)
+    {
+        names[i] = json_string_value(p) != NULL ? json_string_value(p) : "";
+        len += strlen(names[i]) + 1;
+    }
+    qsort(names, n, sizeof(*names), cmp_str);
+    char *key = calloc(1, len);
+    for (i = 0; i != n; ++i)
+        strcat(strcat(key, i ? "," : ""), names[i]);
+    free(names);
+    return key;
+}
+
+static void free_entries(entry_t *entries, size_t num)
+{
+    for (size_t i = 0; i != num; ++i)
+        free(entries[i].projects);
+    free(entries);
+}
+
 static void on_certificates(void *data, const char *err, long status, json_t *json)
 {
     (void)data;
     T.call = NULL;
     json_t *list = json_object_get(json, "metadata");
+    if (T.reread) { /* this read may predate what its waiters need to see: read again */
+        T.reread = 0;
+        start_read();
+        return;
+    }
     if (err != NULL || status != 200 || !json_is_array(list)) {
         gw_log(GW_LOG_WARN, "trust store not read; keeping the last copy", "err",
                err != NULL ? err : json_string_value(json_object_get(json, "error")), "status", gw_log_num(status), NULL);
+        read_ended();
         return;
     }
     entry_t *entries = calloc(json_array_size(list) + 1, sizeof(*entries));
@@ -69,25 +125,69 @@ static void on_certificates(void *data, const char *err, long status, json_t *js
             continue;
         memcpy(entries[num].fingerprint, fp, GW_FINGERPRINT_LEN + 1);
         entries[num].kind = kind_of(c);
+        if (entries[num].kind == GW_TRUST_RESTRICTED)
+            entries[num].projects = project_key(json_object_get(c, "projects"));
         ++num;
     }
     qsort(entries, num, sizeof(*entries), cmp_entry);
     if (num != T.num)
         gw_log(GW_LOG_INFO, "trust store read", "certificates", gw_log_num(num), NULL);
-    free(T.entries);
+    free_entries(T.entries, T.num);
     T.entries = entries;
     T.num = num;
     T.loaded_at = h2o_now(T.ctx->loop);
+    if (T.on_refresh != NULL)
+        T.on_refresh();
+    read_ended();
+}
+
+void gw_trust_foreach(gw_trust_visit_cb cb, void *data)
+{
+    for (size_t i = 0; i != T.num; ++i)
+        cb(T.entries[i].fingerprint, T.entries[i].kind, T.entries[i].projects, data);
+}
+
+void gw_trust_on_refresh(void (*cb)(void))
+{
+    T.on_refresh = cb;
+}
+
+static void free_cert(void *data)
+{
+    X509_free(*(X509 **)data);
+}
+
+static void start_read(void)
+{
+    size_t cursor = 0;
+    gw_member_t *m = gw_members_next(&cursor);
+    if (m == NULL) {
+        read_ended();
+        return;
+    }
+    T.call = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/certificates?recursion=1", NULL,
+                             T.timeout.timeout * 4 + 5000, on_certificates, NULL);
+}
+
+void gw_trust_refresh_now(void (*done)(void *data), void *data)
+{
+    if (T.num_waiting == sizeof(T.waiting) / sizeof(T.waiting[0])) {
+        done(data); /* too many at once: the periodic read will catch up */
+        return;
+    }
+    T.waiting[T.num_waiting].cb = done;
+    T.waiting[T.num_waiting++].data = data;
+    if (T.call != NULL)
+        T.reread = 1;
+    else
+        start_read();
 }
 
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     (void)entry;
-    size_t cursor = 0;
-    gw_member_t *m;
-    if (T.call == NULL && (m = gw_members_next(&cursor)) != NULL)
-        T.call = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/certificates?recursion=1", NULL,
-                                 T.timeout.timeout * 4, on_certificates, NULL);
+    if (T.call == NULL)
+        start_read();
     h2o_timeout_link(T.ctx->loop, &T.timeout, &T.tick);
 }
 
@@ -106,20 +206,23 @@ uint64_t gw_trust_age_ms(void)
 
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
 {
-    caller->fingerprint[0] = '\0';
+    *caller = (gw_caller_t){{0}};
     caller->kind = GW_TRUST_NONE;
     X509 *cert = gw_tls_peer_cert(req);
-    if (cert != NULL) {
-        gw_tls_fingerprint(cert, caller->fingerprint);
-        X509_free(cert);
-        entry_t key, *found;
-        memcpy(key.fingerprint, caller->fingerprint, sizeof(key.fingerprint));
-        /* a copy too old to reflect revocations grants nothing: fail closed */
-        if (gw_trust_age_ms() <= T.timeout.timeout * STALE_AFTER_ROUNDS &&
-            (found = bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry)) != NULL)
-            caller->kind = found->kind;
+    if (cert == NULL)
+        return;
+    /* the certificate lives as long as the request: POST /1.0/certificates may need it */
+    X509 **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), free_cert);
+    *holder = cert;
+    caller->cert = cert;
+    gw_tls_fingerprint(cert, caller->fingerprint);
+    entry_t key, *found;
+    memcpy(key.fingerprint, caller->fingerprint, sizeof(key.fingerprint));
+    /* a copy too old to reflect revocations grants nothing: fail closed */
+    if (gw_trust_age_ms() <= T.timeout.timeout * STALE_AFTER_ROUNDS &&
+        (found = bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry)) != NULL) {
+        caller->kind = found->kind;
+        if (found->projects != NULL)
+            caller->projects = h2o_strdup(&req->pool, found->projects, SIZE_MAX).base;
     }
-    /* only an unrestricted client may act as the gateway; every other caller reaches LXD anonymously, so LXD's own
-     * untrusted rules apply to it (restricted and metrics callers get shadow identities in the identity issue) */
-    caller->identity = &gw_identities[caller->kind == GW_TRUST_CLIENT ? GW_IDENTITY_GATEWAY : GW_IDENTITY_ANONYMOUS];
 }

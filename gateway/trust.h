@@ -22,13 +22,24 @@ typedef enum en_gw_trust_kind_t {
 typedef struct st_gw_caller_t {
     char fingerprint[GW_FINGERPRINT_LEN + 1]; /* of the client's certificate; "" when it sent none */
     gw_trust_kind_t kind;                     /* what the cluster's trust store says of it */
+    const char *projects;                     /* GW_TRUST_RESTRICTED: its projects, sorted, ","-joined; else NULL */
+    X509 *cert;                               /* the client's certificate (freed with the request), or NULL */
     const gw_identity_t *identity;            /* what the gateway presents to members on its behalf */
 } gw_caller_t;
 
+/* one entry of the mirror, as gw_trust_foreach shows it */
+typedef void (*gw_trust_visit_cb)(const char *fingerprint, gw_trust_kind_t kind, const char *projects, void *data);
+
 /* starts the periodic mirror refresh */
 void gw_trust_init(h2o_context_t *ctx, uint64_t refresh_ms);
-/* fills `caller` for this request's client certificate */
+/* fills `caller` (but its identity) for this request's client certificate */
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
+/* calls `cb` for every entry of the current copy */
+void gw_trust_foreach(gw_trust_visit_cb cb, void *data);
+/* reads the trust store now; `done(data)` runs once that read ended (whatever its result) */
+void gw_trust_refresh_now(void (*done)(void *data), void *data);
+/* `cb` runs after every successful read of the trust store (one hook) */
+void gw_trust_on_refresh(void (*cb)(void));
 /* milliseconds since the mirror was last read successfully (UINT64_MAX: never) */
 uint64_t gw_trust_age_ms(void);
 /* name of a trust kind, for logs: "untrusted", "client", ... */
