@@ -8,6 +8,7 @@
  */
 #include <limits.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include "backend.h"
@@ -23,8 +24,32 @@ struct st_gw_call_t {
     h2o_buffer_t *in; /* response body */
     gw_call_cb cb;
     void *data;
+    char *location; /* the answer's Location header (async LXD answers name their operation there) */
     char errbuf[CURL_ERROR_SIZE];
 };
+
+static const char *current_location; /* gw_backend_location() during a callback */
+
+const char *gw_backend_location(void)
+{
+    return current_location;
+}
+
+static size_t on_call_header(char *line, size_t size, size_t nmemb, void *userp)
+{
+    gw_call_t *call = userp;
+    size_t len = size * nmemb;
+    if (len > 9 && strncasecmp(line, "location:", 9) == 0) {
+        size_t s = 9, e = len;
+        while (s < e && (line[s] == ' ' || line[s] == '\t'))
+            ++s;
+        while (e > s && (line[e - 1] == '\r' || line[e - 1] == '\n'))
+            --e;
+        free(call->location);
+        call->location = strndup(line + s, e - s);
+    }
+    return len;
+}
 
 /* one per fd libcurl watches */
 typedef struct st_watch_t {
@@ -192,6 +217,7 @@ static void destroy(gw_call_t *call)
     curl_easy_cleanup(call->easy);
     curl_slist_free_all(call->headers);
     free(call->body);
+    free(call->location);
     h2o_buffer_dispose(&call->in);
     free(call);
 }
@@ -208,7 +234,9 @@ static void on_call_done(void *data, CURLcode result)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
     }
+    current_location = call->location;
     call->cb(call->data, err, status, json);
+    current_location = NULL;
     json_decref(json);
     destroy(call);
 }
@@ -229,6 +257,8 @@ gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const 
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_call_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     if (body != NULL) {
         call->body = strdup(body);

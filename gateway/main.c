@@ -13,6 +13,7 @@
 #include "log.h"
 #include "members.h"
 #include "server.h"
+#include "shadow.h"
 #include "tls.h"
 #include "trust.h"
 
@@ -86,6 +87,7 @@ static int run(const char *config_path)
         return 1;
     }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
+    gw_shadow_init(conf->state_dir);
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
 
     while (!stop_requested) {

@@ -6,10 +6,12 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include "enroll.h"
 #include "log.h"
 #include "lxd.h"
 #include "proxy.h"
 #include "server.h"
+#include "shadow.h"
 #include "tls.h"
 #include "trust.h"
 
@@ -17,6 +19,8 @@ static void remember(h2o_req_t *req, const char *key, size_t key_len, const char
 {
     *h2o_req_getenv(req, key, key_len, 1) = h2o_strdup(&req->pool, value, strlen(value));
 }
+
+static void on_identity(h2o_req_t *req, gw_caller_t *caller);
 
 /* the whole flow of a request; each step is one call */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -28,7 +32,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     /* who is calling: decided here, from the client certificate, against the cluster's trust store */
     gw_trust_identify(req, caller);
     remember(req, H2O_STRLIT("gw.fingerprint"), caller->fingerprint[0] != '\0' ? caller->fingerprint : "-");
-    remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
 
     /* what no caller may send to a member */
     if ((refusal = gw_proxy_sanitize(req)) != NULL) {
@@ -36,9 +39,25 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
+    /* what the gateway presents to members for this caller (a shadow identity may have to be made first) */
+    gw_shadow_choose(req, caller, on_identity);
+    return 0;
+}
+
+static void on_identity(h2o_req_t *req, gw_caller_t *caller)
+{
+    if (caller->identity == NULL) {
+        gw_lxd_send_error(req, 503, "The gateway cannot act for this certificate right now (its shadow identity is unavailable)");
+        return;
+    }
+    remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
+
+    /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
+    if (gw_enroll_handle(req, caller))
+        return;
+
     /* a plugin claims it (single-call copy/move: later issues), or it passes through unchanged */
     gw_proxy_pass(req, caller->identity);
-    return 0;
 }
 
 static h2o_iovec_t env_or_dash(h2o_req_t *req, const char *key, size_t len)
