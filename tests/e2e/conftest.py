@@ -43,6 +43,11 @@ def gateway(tmp_path_factory):
     gw.stop()
     fp = fp.split("=")[1].strip().replace(":", "").lower()
     member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
+    shadows = os.path.join(state, "shadows")  # shadow identities this gateway made: not left in the cluster
+    for f in os.listdir(shadows) if os.path.isdir(shadows) else []:
+        if f.endswith(".crt"):
+            sfp = sh(["openssl", "x509", "-in", os.path.join(shadows, f), "-noout", "-fingerprint", "-sha256"]).stdout
+            member_lxc("node1", "config", "trust", "remove", sfp.split("=")[1].strip().replace(":", "").lower()[:12], check=False)
     gw.check_sanitizers()
 
 
