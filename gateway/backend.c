@@ -24,29 +24,39 @@ struct st_gw_call_t {
     h2o_buffer_t *in; /* response body */
     gw_call_cb cb;
     void *data;
-    char *location; /* the answer's Location header (async LXD answers name their operation there) */
+    struct curl_slist *answer_headers; /* the answer's header lines, trimmed */
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static const char *current_location; /* gw_backend_location() during a callback */
+static gw_call_t *current; /* the call whose callback runs (for gw_backend_header) */
 
-const char *gw_backend_location(void)
+const char *gw_backend_header(const char *name)
 {
-    return current_location;
+    size_t len = strlen(name);
+    for (struct curl_slist *h = current != NULL ? current->answer_headers : NULL; h != NULL; h = h->next) {
+        if (strncasecmp(h->data, name, len) == 0 && h->data[len] == ':') {
+            const char *v = h->data + len + 1;
+            while (*v == ' ' || *v == '\t')
+                ++v;
+            return v;
+        }
+    }
+    return NULL;
 }
 
 static size_t on_call_header(char *line, size_t size, size_t nmemb, void *userp)
 {
     gw_call_t *call = userp;
-    size_t len = size * nmemb;
-    if (len > 9 && strncasecmp(line, "location:", 9) == 0) {
-        size_t s = 9, e = len;
-        while (s < e && (line[s] == ' ' || line[s] == '\t'))
-            ++s;
-        while (e > s && (line[e - 1] == '\r' || line[e - 1] == '\n'))
-            --e;
-        free(call->location);
-        call->location = strndup(line + s, e - s);
+    size_t len = size * nmemb, n = len;
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+        --n;
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new head (after a 100 Continue): forget the old one */
+        curl_slist_free_all(call->answer_headers);
+        call->answer_headers = NULL;
+    } else if (n > 0) {
+        char *copy = strndup(line, n);
+        call->answer_headers = curl_slist_append(call->answer_headers, copy);
+        free(copy);
     }
     return len;
 }
@@ -217,7 +227,7 @@ static void destroy(gw_call_t *call)
     curl_easy_cleanup(call->easy);
     curl_slist_free_all(call->headers);
     free(call->body);
-    free(call->location);
+    curl_slist_free_all(call->answer_headers);
     h2o_buffer_dispose(&call->in);
     free(call);
 }
@@ -234,9 +244,9 @@ static void on_call_done(void *data, CURLcode result)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
     }
-    current_location = call->location;
+    current = call;
     call->cb(call->data, err, status, json);
-    current_location = NULL;
+    current = NULL;
     json_decref(json);
     destroy(call);
 }

@@ -86,8 +86,8 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
     }
     e->status = status;
     e->answer = json_incref(json);
-    if (gw_backend_location() != NULL)
-        e->location = strdup(gw_backend_location());
+    if (gw_backend_header("Location") != NULL)
+        e->location = strdup(gw_backend_header("Location"));
     if (status / 100 == 2)
         gw_trust_refresh_now(reply, e);
     else
