@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include "api10.h"
 #include "enroll.h"
 #include "log.h"
 #include "lxd.h"
@@ -55,6 +56,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
         return;
+    /* the server's description, as the caller must see it */
+    if (gw_api10_handle(req, caller))
+        return;
 
     /* a plugin claims it (single-call copy/move: later issues), or it passes through unchanged */
     gw_proxy_pass(req, caller->identity);
@@ -64,6 +68,20 @@ static h2o_iovec_t env_or_dash(h2o_req_t *req, const char *key, size_t len)
 {
     h2o_iovec_t *v = h2o_req_getenv(req, key, len, 0);
     return v != NULL ? *v : h2o_iovec_init(H2O_STRLIT("-"));
+}
+
+/* the id of the operation an async answer started ("Location: /1.0/operations/<id>"), or "" */
+static const char *operation_of(h2o_req_t *req)
+{
+    static const char prefix[] = "/1.0/operations/";
+    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_LOCATION, -1);
+    if (i == -1)
+        return "";
+    h2o_iovec_t v = req->res.headers.entries[i].value;
+    if (v.len <= sizeof(prefix) - 1 || memcmp(v.base, prefix, sizeof(prefix) - 1) != 0)
+        return "";
+    const char *id = v.base + sizeof(prefix) - 1, *end = v.base + v.len, *q = memchr(id, '?', end - id);
+    return h2o_strdup(&req->pool, id, (q != NULL ? q : end) - id).base; /* "<id>?project=p": just the id */
 }
 
 static void log_access(h2o_logger_t *self, h2o_req_t *req)
@@ -95,6 +113,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);
     gw_log_access("remote", remote, "fingerprint", fps, "identity", ids, "method", method, "path", path, "status", status, "bytes",
                   bytes, "duration_ms", dur, "member", ms_, NULL);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        gw_log_audit(fps, ids, method, path, req->res.status, operation_of(req));
 }
 
 const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop)
