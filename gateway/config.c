@@ -194,6 +194,10 @@ static int k_access_log(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_string(c, k, n, &c->conf->access_log);
 }
+static int k_audit_log(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    return set_string(c, k, n, &c->conf->audit_log);
+}
 static int set_size(ctx_t *c, const char *k, yaml_node_t *n, uint64_t *dst)
 {
     const char *v = scalar(c, k, n);
@@ -254,6 +258,7 @@ static const struct {
     {"log", NULL},
     {"log.level", k_log_level},
     {"log.access", k_access_log},
+    {"log.audit", k_audit_log},
     {"limits", NULL},
     {"limits.max_request_body", k_max_body},
     {"timeouts", NULL},
@@ -373,5 +378,6 @@ void gw_config_free(gw_config_t *conf)
     free(conf->identity_key);
     free(conf->state_dir);
     free(conf->access_log);
+    free(conf->audit_log);
     free(conf);
 }

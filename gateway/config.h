@@ -26,6 +26,7 @@ typedef struct st_gw_config_t {
     char *state_dir;             /* directory the gateway owns: request-body spill files, later journals */
     int log_level;               /* gw_log_level_t */
     char *access_log;            /* path of the access log; NULL = stdout */
+    char *audit_log;             /* path of the audit log (JSON lines); NULL = state_dir/audit.log */
     uint64_t max_request_body;   /* bytes a request body may have (h2o buffers bodies, spilling to state_dir) */
     uint64_t backend_timeout_ms; /* idle time on a backend connection before it is cut (ordinary requests) */
     uint64_t stream_timeout_ms;  /* idle time on a tunnelled websocket (events, exec, console) */

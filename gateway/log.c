@@ -5,10 +5,12 @@
 #include <string.h>
 #include <time.h>
 #include <sys/time.h>
+#include <jansson.h>
 #include "log.h"
 
 gw_log_level_t gw_log_level = GW_LOG_INFO;
 FILE *gw_log_access_fp;
+FILE *gw_log_audit_fp;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -106,4 +108,28 @@ void gw_log_access(const char *key, ...)
     va_start(ap, key);
     put_pairs(fp, key, ap);
     va_end(ap);
+}
+
+void gw_log_audit(const char *fingerprint, const char *identity, const char *method, const char *path, int status,
+                  const char *operation)
+{
+    if (gw_log_audit_fp == NULL)
+        return;
+    struct timeval tv;
+    struct tm tm;
+    char ts[64], frac[16];
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(frac, sizeof(frac), ".%06ldZ", (long)tv.tv_usec);
+    strcat(ts, frac);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "time", ts, "fingerprint", fingerprint, "identity", identity,
+                          "method", method, "path", path, "status", status, "operation", operation);
+    char *line = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (line != NULL) {
+        fprintf(gw_log_audit_fp, "%s\n", line);
+        fflush(gw_log_audit_fp);
+        free(line);
+    }
 }

@@ -22,6 +22,12 @@ int gw_log_parse_level(const char *s);
 void gw_log(gw_log_level_t level, const char *msg, ...);
 /* writes one access line (time first, then the key, value pairs, ended by NULL) to gw_log_access_fp */
 void gw_log_access(const char *key, ...);
+/* where audit lines go (JSON lines; see gw_log_audit) */
+extern FILE *gw_log_audit_fp;
+/* writes one audit line: who (fingerprint, identity used) did what (method, path) with which result (status, the
+ * operation it started: "" when none). Written for every request that may change something (not GET or HEAD). */
+void gw_log_audit(const char *fingerprint, const char *identity, const char *method, const char *path, int status,
+                  const char *operation);
 /* formats a number for a key/value pair; returns a pointer into a small rotating buffer (valid for a few calls) */
 const char *gw_log_num(long long v);
 

@@ -58,6 +58,12 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: config: log.access: cannot open %s\n", conf->access_log);
         return 1;
     }
+    char audit[4096];
+    snprintf(audit, sizeof(audit), "%s/audit.log", conf->state_dir);
+    if ((gw_log_audit_fp = fopen(conf->audit_log != NULL ? conf->audit_log : audit, "a")) == NULL) {
+        fprintf(stderr, "lxd-gateway: config: log.audit: cannot open %s\n", conf->audit_log != NULL ? conf->audit_log : audit);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);

@@ -57,6 +57,7 @@ def test_remote_add_with_password_trusts_the_client(gateway, tmp_path, env):
         c.run("list", "gwp:")
         code, body = curl(gateway.url + "/1.0", str(conf / "client.crt"), str(conf / "client.key"))
         assert body["metadata"]["auth"] == "trusted"
+        assert body["metadata"]["auth_user_name"] == fp  # the caller, not the gateway
     finally:
         member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
 
@@ -77,6 +78,8 @@ def test_restricted_client_gets_exactly_its_projects(gateway, tmp_path, project_
         gateway.wait_trusted(crt, key)
         c = client_for(tmp_path, crt, key, "p1")
         c.run("list", "gw:", "--project", project_p1)
+        code, body = curl(gateway.url + "/1.0", crt, key)
+        assert body["metadata"]["auth_user_name"] == fp
         via, direct = (c.run("list", f"{r}:", "--project", "default", check=False) for r in ("gw", "direct"))
         assert via.returncode != 0 and direct.returncode != 0
         assert via.stderr == direct.stderr, (via.stderr, direct.stderr)  # LXD's own refusal, word for word
@@ -143,3 +146,29 @@ def test_same_answers_direct_and_through_gateway(gateway, tmp_path, project_p1, 
     with open(os.path.join(os.environ["LXDGW_TOP"], "build", "identity-table.md"), "w") as f:
         f.write(table)
     assert not mismatches, mismatches
+
+
+def audit_lines(gateway):
+    with open(os.path.join(gateway.state, "audit.log")) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_audit_log_records_who_did_what(gateway, lxc):
+    """JSON lines: the client's fingerprint, the identity used, method, path, status, and the operation id."""
+    seen = len(audit_lines(gateway))
+    lxc.run("storage", "volume", "create", "gw:pool1", "audit-vol", "--target", "node2")
+    lxc.run("storage", "volume", "delete", "gw:pool1", "audit-vol", "--target", "node2")
+    lxc.run("list", "gw:")  # reads are not audited
+    fp = fingerprint(os.path.join(lxc.conf, "client.crt"))
+    lines = audit_lines(gateway)[seen:]
+    assert [(l["method"], l["path"].split("?")[0]) for l in lines] == [
+        ("POST", "/1.0/storage-pools/pool1/volumes/custom"), ("DELETE", "/1.0/storage-pools/pool1/volumes/custom/audit-vol")], lines
+    for l in lines:
+        assert l["fingerprint"] == fp and l["identity"] == "gateway" and l["status"] == 200, l
+        assert set(l) == {"time", "fingerprint", "identity", "method", "path", "status", "operation"}
+    # an async answer names its operation
+    seen = len(audit_lines(gateway))
+    lxc.run("launch", "gw:busybox", "gw:audit-c", "--target", "node3")
+    lxc.run("delete", "-f", "gw:audit-c")
+    ops = [l for l in audit_lines(gateway)[seen:] if l["status"] == 202]
+    assert ops and all(len(o["operation"]) == 36 for o in ops), ops
