@@ -149,6 +149,10 @@ static int k_listen(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_list(c, k, n, c->conf->listen, &c->conf->num_listen, is_hostport);
 }
+static int k_public(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    return set_list(c, k, n, c->conf->public_addresses, &c->conf->num_public_addresses, is_hostport);
+}
 static int k_members(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_list(c, k, n, c->conf->members, &c->conf->num_members, is_https_url);
@@ -243,6 +247,7 @@ static const struct {
     setter_t set;
 } keys[] = {
     {"listen", k_listen},
+    {"public_addresses", k_public},
     {"tls", NULL},
     {"tls.certificate", k_tls_cert},
     {"tls.key", k_tls_key},
@@ -371,6 +376,8 @@ void gw_config_free(gw_config_t *conf)
         free(conf->listen[i]);
     for (size_t i = 0; i != conf->num_members; ++i)
         free(conf->members[i]);
+    for (size_t i = 0; i != conf->num_public_addresses; ++i)
+        free(conf->public_addresses[i]);
     free(conf->tls_certificate);
     free(conf->tls_key);
     free(conf->cluster_certificate);

@@ -16,6 +16,8 @@
 typedef struct st_gw_config_t {
     char *listen[GW_CONFIG_MAX_LIST]; /* "host:port" or "[v6]:port" the clients connect to */
     size_t num_listen;
+    char *public_addresses[GW_CONFIG_MAX_LIST]; /* "host:port" clients reach the gateway at (in trust tokens); default: listen */
+    size_t num_public_addresses;
     char *tls_certificate;             /* PEM: the gateway's server certificate (with a DNS SAN) */
     char *tls_key;                     /* PEM: its key */
     char *members[GW_CONFIG_MAX_LIST]; /* seed member URLs ("https://host:port"); the rest is discovered */

@@ -15,6 +15,7 @@
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
+#include "tokens.h"
 #include "trust.h"
 
 #ifndef GW_VERSION
@@ -77,6 +78,15 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: config: cluster.certificate: %s\n", err);
         return 1;
     }
+    X509 *server_cert = gw_tls_read_cert(conf->tls_certificate, &err);
+    if (server_cert == NULL) {
+        fprintf(stderr, "lxd-gateway: config: tls.certificate: %s\n", err);
+        return 1;
+    }
+    char server_fp[GW_FINGERPRINT_LEN + 1];
+    gw_tls_fingerprint(server_cert, server_fp);
+    X509_free(server_cert);
+    gw_tokens_init(conf, server_fp);
     h2o_evloop_t *loop = h2o_evloop_create();
     static gw_server_t srv;
     char *pin = gw_tls_curl_pin(cluster_cert);

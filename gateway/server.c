@@ -14,6 +14,7 @@
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
+#include "tokens.h"
 #include "trust.h"
 
 static void remember(h2o_req_t *req, const char *key, size_t key_len, const char *value)
@@ -56,8 +57,8 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
         return;
-    /* the server's description, as the caller must see it */
-    if (gw_api10_handle(req, caller))
+    /* the server's description, and token operations, as the caller must see them */
+    if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))
         return;
 
     /* a plugin claims it (single-call copy/move: later issues), or it passes through unchanged */
