@@ -2,18 +2,31 @@
  * enroll.c: see enroll.h.
  */
 #include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include "backend.h"
 #include "enroll.h"
 #include "lxd.h"
 #include "members.h"
+#include "tokens.h"
 
 static int is_certificates_post(h2o_req_t *req)
 {
     h2o_iovec_t p = req->path_normalized;
     return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) && p.len >= 17 &&
            memcmp(p.base, "/1.0/certificates", 17) == 0 && (p.len == 17 || p.base[17] == '?' || (p.len == 18 && p.base[17] == '/'));
+}
+
+static char *cert_base64(X509 *cert)
+{
+    unsigned char *der = NULL;
+    int len = i2d_X509(cert, &der);
+    char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)b64, der, len);
+    OPENSSL_free(der);
+    return b64;
 }
 
 /* puts the caller's certificate into a body that names none (and asks for no token) */
@@ -29,11 +42,7 @@ static const char *fixup(h2o_req_t *req, const gw_caller_t *caller)
     }
     const char *cert = json_string_value(json_object_get(body, "certificate"));
     if ((cert == NULL || *cert == '\0') && !json_is_true(json_object_get(body, "token"))) {
-        unsigned char *der = NULL;
-        int len = i2d_X509(caller->cert, &der);
-        char *b64 = malloc(4 * ((len + 2) / 3) + 1);
-        EVP_EncodeBlock((unsigned char *)b64, der, len);
-        OPENSSL_free(der);
+        char *b64 = cert_base64(caller->cert);
         json_object_set_new(body, "certificate", json_string(b64));
         free(b64);
         char *text = json_dumps(body, JSON_COMPACT);
@@ -48,7 +57,11 @@ static const char *fixup(h2o_req_t *req, const gw_caller_t *caller)
 typedef struct st_enroll_t {
     h2o_req_t *req;              /* NULL once the client went away */
     struct st_enroll_t **holder; /* the request pool's pointer to us (cleared before we are freed) */
-    long status;
+    char *member;                /* URL of the member the steps go to */
+    char *secret;                /* token redemption: the token's secret */
+    char *cert_b64;              /* token redemption: the caller's certificate */
+    json_t *token_request;       /* token redemption: what the token was made for (name, type, restricted, projects) */
+    long status;                 /* the answer to give */
     json_t *answer;
     char *location;
 } enroll_t;
@@ -70,7 +83,11 @@ static void reply(void *data)
         gw_lxd_send_json(e->req, (int)e->status, json_incref(e->answer));
     }
     json_decref(e->answer);
+    json_decref(e->token_request);
     free(e->location);
+    free(e->member);
+    free(e->secret);
+    free(e->cert_b64);
     free(e);
 }
 
@@ -86,12 +103,106 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
     }
     e->status = status;
     e->answer = json_incref(json);
+    gw_tokens_rewrite(e->answer); /* a token must lead to the gateway */
     if (gw_backend_header("Location") != NULL)
         e->location = strdup(gw_backend_header("Location"));
     if (status / 100 == 2)
         gw_trust_refresh_now(reply, e);
     else
         reply(e);
+}
+
+static void refuse(enroll_t *e, int status, const char *msg)
+{
+    e->status = status;
+    e->answer = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
+                          "error_code", status, "error", msg, "metadata");
+    reply(e);
+}
+
+/* step 3: the token's certificate request, with the caller's certificate */
+static void on_cancelled(void *data, const char *err, long status, json_t *json)
+{
+    enroll_t *e = data;
+    (void)json;
+    if (err != NULL || status / 100 != 2) { /* LXD too gives up when it cannot cancel the token */
+        refuse(e, 500, "Failed to cancel the certificate add token operation");
+        return;
+    }
+    json_t *body = json_pack("{s:O, s:O, s:b, s:O, s:s}", "name", json_object_get(e->token_request, "name"), "type",
+                             json_object_get(e->token_request, "type"), "restricted",
+                             json_is_true(json_object_get(e->token_request, "restricted")), "projects",
+                             json_object_get(e->token_request, "projects"), "certificate", e->cert_b64);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    gw_backend_call(e->member, &gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", text, 30000, on_answer, e);
+    free(text);
+}
+
+static int is_expired(json_t *meta)
+{
+    const char *at = json_string_value(json_object_get(meta, "expiresAt"));
+    struct tm tm = {0};
+    if (at == NULL || strptime(at, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return 0; /* no expiry set (core.remote_token_expiry) */
+    return timegm(&tm) < time(NULL);
+}
+
+/* step 2: the Running token operation with this secret, if any */
+static void on_operations(void *data, const char *err, long status, json_t *json)
+{
+    enroll_t *e = data;
+    json_t *by_status = json_object_get(json_object_get(json, "metadata"), "running"), *op, *found = NULL;
+    size_t i;
+    if (err != NULL || status != 200) {
+        refuse(e, 500, "Failed during search for certificate add token operation");
+        return;
+    }
+    json_array_foreach(by_status, i, op)
+    {
+        json_t *meta = json_object_get(op, "metadata");
+        const char *class = json_string_value(json_object_get(op, "class")),
+                   *secret = json_string_value(json_object_get(meta, "secret"));
+        if (class != NULL && strcmp(class, "token") == 0 && json_integer_value(json_object_get(op, "status_code")) == 103 &&
+            secret != NULL && strlen(secret) == strlen(e->secret) && CRYPTO_memcmp(secret, e->secret, strlen(secret)) == 0)
+            found = op;
+    }
+    if (found == NULL) {
+        refuse(e, 403, "No matching certificate add operation found");
+        return;
+    }
+    json_t *meta = json_object_get(found, "metadata");
+    e->token_request = json_incref(json_object_get(meta, "request"));
+    if (is_expired(meta)) {
+        refuse(e, 403, "Token has expired");
+        return;
+    }
+    char path[128];
+    snprintf(path, sizeof(path), "/1.0/operations/%s", json_string_value(json_object_get(found, "id")));
+    gw_backend_call(e->member, &gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 30000, on_cancelled, e);
+}
+
+/* the secret of a certificate add token given as `password` (base64 JSON with client_name and secret), or NULL */
+static char *token_secret(h2o_req_t *req)
+{
+    json_t *body = json_loadb(req->entity.base, req->entity.len, 0, NULL), *token = NULL;
+    const char *password = json_string_value(json_object_get(body, "password"));
+    char *secret = NULL;
+    if (password != NULL && *password != '\0') {
+        size_t len = strlen(password);
+        unsigned char *raw = malloc(len);
+        int n = EVP_DecodeBlock(raw, (const unsigned char *)password, (int)len);
+        while (n > 0 && password[len - 1] == '=' && raw[n - 1] == '\0') /* EVP_DecodeBlock counts the padding */
+            --n, --len;
+        if (n > 0 && (token = json_loadb((const char *)raw, n, 0, NULL)) != NULL &&
+            json_string_value(json_object_get(token, "client_name")) != NULL &&
+            json_string_value(json_object_get(token, "secret")) != NULL)
+            secret = strdup(json_string_value(json_object_get(token, "secret")));
+        free(raw);
+    }
+    json_decref(token);
+    json_decref(body);
+    return secret;
 }
 
 int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller)
@@ -114,6 +225,13 @@ int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller)
     *holder = e;
     e->holder = holder;
     e->req = req;
+    e->member = strdup(m->url);
+    if (caller->kind == GW_TRUST_NONE && caller->cert != NULL && (e->secret = token_secret(req)) != NULL) {
+        e->cert_b64 = cert_base64(caller->cert);
+        gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/operations?recursion=1&project=default", NULL,
+                        30000, on_operations, e);
+        return 1;
+    }
     char *path = h2o_mem_alloc_pool(&req->pool, req->path.len + 1), *body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
     memcpy(path, req->path.base, req->path.len);
     path[req->path.len] = '\0';

@@ -172,3 +172,39 @@ def test_audit_log_records_who_did_what(gateway, lxc):
     lxc.run("delete", "-f", "gw:audit-c")
     ops = [l for l in audit_lines(gateway)[seen:] if l["status"] == 202]
     assert ops and all(len(o["operation"]) == 36 for o in ops), ops
+
+
+def test_trust_token_leads_to_the_gateway(gateway, lxc, tmp_path):
+    """`lxc config trust add` through the gateway mints a token naming the gateway; `lxc remote add NAME <token>`
+    from a fresh client then enrols the CLIENT's certificate through the gateway."""
+    import base64
+    lxc.run("remote", "switch", "gw")  # lxc 5.0.2 reads a lone "gw:" argument as the certificate file
+    try:
+        out = lxc.run("config", "trust", "add", "--name", "token-client").stdout.strip().splitlines()[-1]
+    finally:
+        lxc.run("remote", "switch", "local")
+    token = json.loads(base64.b64decode(out))
+    gw_fp = fingerprint(os.path.join(gateway.state, "server.crt"))
+    assert token["addresses"] == ["127.0.0.1:8443"] and token["fingerprint"] == gw_fp, token
+    listed = lxc.run("config", "trust", "list-tokens", "gw:", "--format", "csv").stdout
+    assert out in listed  # list-tokens (GET /1.0/operations) shows the same, rewritten token
+    conf = tmp_path / "fresh-token"
+    conf.mkdir()
+    c = Lxc(str(conf))
+    c.run("remote", "add", "gwt", out)
+    fp = fingerprint(str(conf / "client.crt"))
+    try:
+        assert fp in [x["fingerprint"] for x in trust_store()]
+        c.run("list", "gwt:")
+        entry = [x for x in trust_store() if x["fingerprint"] == fp][0]
+        assert entry["name"] == "token-client" and entry["type"] == "client" and not entry["restricted"]
+        # single use: the same token again, and a forged one, are refused and add nothing
+        before = len(trust_store())
+        for i, tok in enumerate([out, base64.b64encode(json.dumps(dict(token, secret="00" * 32)).encode()).decode()]):
+            other = tmp_path / f"other-{i}"
+            other.mkdir()
+            r = Lxc(str(other)).run("remote", "add", "gwx", tok, check=False)
+            assert r.returncode != 0 and "No matching certificate add operation found" in r.stderr, r.stderr
+        assert len(trust_store()) == before
+    finally:
+        member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
