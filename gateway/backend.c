@@ -1,15 +1,19 @@
 /*
  * backend.c: libcurl multi on h2o's evloop (see backend.h).
  *
- * libcurl tells us which fds it waits on (socket callback) and when its timer is due (timer callback). Each fd is
- * watched through an h2o socket made on a dup() of it with H2O_SOCKET_FLAG_DONT_READ, so h2o only reports
- * readiness and never reads curl's bytes. Finished transfers are collected after each curl_multi_socket_action,
- * outside libcurl's callbacks, so a completion callback may start new calls.
+ * libcurl's sockets live in a private epoll set: its socket callback adds, changes and removes them there, and the
+ * epoll fd itself is the one thing h2o's loop watches (readable = some libcurl socket is ready). Level-triggered,
+ * with no dup()ed descriptors and no one-shot write notifications to re-arm, so no readiness can be lost, and a
+ * socket libcurl closes leaves the set with it. (An earlier design wrapped a dup() of every libcurl fd in an h2o
+ * socket; it stalled uploads intermittently under concurrent calls.) Finished transfers are collected after each
+ * curl_multi_socket_action, outside libcurl's callbacks, so a completion callback may start new calls.
  */
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <curl/curl.h>
 #include "backend.h"
 #include "log.h"
@@ -28,7 +32,13 @@ struct st_gw_call_t {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static gw_call_t *current; /* the call whose callback runs (for gw_backend_header) */
+static gw_call_t *current;      /* the call whose callback runs (for gw_backend_header) */
+static CURLcode current_result; /* its libcurl result */
+
+int gw_backend_not_sent(void)
+{
+    return current_result == CURLE_COULDNT_CONNECT;
+}
 
 const char *gw_backend_header(const char *name)
 {
@@ -73,9 +83,11 @@ typedef struct st_watch_t {
 static struct {
     CURLM *multi;
     h2o_evloop_t *loop;
-    uint64_t timer_at; /* h2o_now() value when libcurl's timer is due; UINT64_MAX = none */
+    int epfd;            /* libcurl's sockets */
+    h2o_socket_t *watch; /* epfd, in h2o's loop */
+    uint64_t timer_at;   /* h2o_now() value when libcurl's timer is due; UINT64_MAX = none */
     char *pin;
-} B = {NULL, NULL, UINT64_MAX, NULL};
+} B = {NULL, NULL, -1, NULL, UINT64_MAX, NULL};
 
 static void collect_finished(void);
 
@@ -86,66 +98,38 @@ static void action(curl_socket_t fd, int ev)
     collect_finished();
 }
 
-static void rearm(watch_t *w);
-
-/* runs libcurl for one readiness report; the watch survives libcurl removing it until we are done with it */
-static void ready(watch_t *w, int ev)
+/* some libcurl socket is ready: hand every ready one to libcurl */
+static void on_ready(h2o_socket_t *sock, const char *err)
 {
-    w->busy = 1;
-    action(w->fd, ev);
-    w->busy = 0;
-    if (w->removed) {
-        free(w);
-        return;
+    (void)sock, (void)err;
+    struct epoll_event evs[64];
+    int n = epoll_wait(B.epfd, evs, sizeof(evs) / sizeof(evs[0]), 0);
+    for (int i = 0; i < n; ++i) {
+        int ev = 0;
+        if (evs[i].events & (EPOLLIN | EPOLLHUP))
+            ev |= CURL_CSELECT_IN;
+        if (evs[i].events & EPOLLOUT)
+            ev |= CURL_CSELECT_OUT;
+        if (evs[i].events & EPOLLERR)
+            ev |= CURL_CSELECT_ERR;
+        action(evs[i].data.fd, ev);
     }
-    rearm(w); /* write readiness is one-shot in h2o: ask again while libcurl still wants it */
-}
-
-static void on_readable(h2o_socket_t *sock, const char *err)
-{
-    ready(sock->data, err != NULL ? CURL_CSELECT_ERR : CURL_CSELECT_IN);
-}
-
-static void on_writable(h2o_socket_t *sock, const char *err)
-{
-    ready(sock->data, err != NULL ? CURL_CSELECT_ERR : CURL_CSELECT_OUT);
-}
-
-static void rearm(watch_t *w)
-{
-    if (w->what & CURL_POLL_IN)
-        h2o_socket_read_start(w->sock, on_readable);
-    else
-        h2o_socket_read_stop(w->sock);
-    /* notify_write is one-shot: armed again on every change and after each write readiness (see ready) */
-    if ((w->what & CURL_POLL_OUT) && !h2o_socket_is_writing(w->sock))
-        h2o_socket_notify_write(w->sock, on_writable);
 }
 
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    (void)easy, (void)userp;
-    watch_t *w = socketp;
+    (void)easy, (void)userp, (void)socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (w != NULL) {
-            h2o_socket_close(w->sock); /* closes our dup; libcurl closes its own fd */
-            curl_multi_assign(B.multi, fd, NULL);
-            if (w->busy)
-                w->removed = 1;
-            else
-                free(w);
-        }
+        epoll_ctl(B.epfd, EPOLL_CTL_DEL, fd, NULL); /* may already be gone with a closed fd */
         return 0;
     }
-    if (w == NULL) {
-        w = calloc(1, sizeof(*w));
-        w->fd = fd;
-        w->sock = h2o_evloop_socket_create(B.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
-        w->sock->data = w;
-        curl_multi_assign(B.multi, fd, w);
-    }
-    w->what = what;
-    rearm(w);
+    struct epoll_event ev = {.data.fd = fd};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(B.epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(B.epfd, EPOLL_CTL_ADD, fd, &ev);
     return 0;
 }
 
@@ -178,6 +162,9 @@ void gw_backend_init(h2o_evloop_t *loop, const char *pin)
     B.loop = loop;
     B.pin = strdup(pin);
     B.multi = curl_multi_init();
+    B.epfd = epoll_create1(EPOLL_CLOEXEC);
+    B.watch = h2o_evloop_socket_create(loop, B.epfd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(B.watch, on_ready);
     curl_multi_setopt(B.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(B.multi, CURLMOPT_TIMERFUNCTION, on_timer);
 }
@@ -245,8 +232,10 @@ static void on_call_done(void *data, CURLcode result)
         json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
     }
     current = call;
+    current_result = result;
     call->cb(call->data, err, status, json);
     current = NULL;
+    current_result = CURLE_OK;
     json_decref(json);
     destroy(call);
 }

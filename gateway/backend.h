@@ -28,6 +28,8 @@ void gw_backend_init(h2o_evloop_t *loop, const char *pin);
 /* starts METHOD base_url+path with `body` (NULL = none; JSON text), as `id`; the call ends after timeout_ms */
 gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
                            uint64_t timeout_ms, gw_call_cb cb, void *data);
+/* during a gw_call_cb: 1 if the call failed before anything was sent (connection refused or unreachable) */
+int gw_backend_not_sent(void);
 /* during a gw_call_cb: the value of the answer's header `name` (Location, ETag, ...; any case), or NULL */
 const char *gw_backend_header(const char *name);
 /* drops a call that has not called back yet; its callback will not run */
