@@ -57,7 +57,6 @@ static const char *fixup(h2o_req_t *req, const gw_caller_t *caller)
 typedef struct st_enroll_t {
     h2o_req_t *req;              /* NULL once the client went away */
     struct st_enroll_t **holder; /* the request pool's pointer to us (cleared before we are freed) */
-    char *member;                /* URL of the member the steps go to */
     char *secret;                /* token redemption: the token's secret */
     char *cert_b64;              /* token redemption: the caller's certificate */
     json_t *token_request;       /* token redemption: what the token was made for (name, type, restricted, projects) */
@@ -85,7 +84,6 @@ static void reply(void *data)
     json_decref(e->answer);
     json_decref(e->token_request);
     free(e->location);
-    free(e->member);
     free(e->secret);
     free(e->cert_b64);
     free(e);
@@ -135,8 +133,10 @@ static void on_cancelled(void *data, const char *err, long status, json_t *json)
                              json_object_get(e->token_request, "projects"), "certificate", e->cert_b64);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    gw_backend_call(e->member, &gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", text, 30000, on_answer, e);
+    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", text, 30000, on_answer, e);
     free(text);
+    if (c == NULL)
+        refuse(e, 503, "No cluster member is reachable through the gateway");
 }
 
 static int is_expired(json_t *meta)
@@ -179,7 +179,8 @@ static void on_operations(void *data, const char *err, long status, json_t *json
     }
     char path[128];
     snprintf(path, sizeof(path), "/1.0/operations/%s", json_string_value(json_object_get(found, "id")));
-    gw_backend_call(e->member, &gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 30000, on_cancelled, e);
+    if (gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 30000, on_cancelled, e) == NULL)
+        refuse(e, 503, "No cluster member is reachable through the gateway");
 }
 
 /* the secret of a certificate add token given as `password` (base64 JSON with client_name and secret), or NULL */
@@ -210,33 +211,28 @@ int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller)
     if (!is_certificates_post(req))
         return 0;
     const char *err;
-    size_t cursor = 0;
-    gw_member_t *m;
     if ((err = fixup(req, caller)) != NULL) {
         gw_lxd_send_error(req, 400, "%s", err);
         return 1;
     }
-    if ((m = gw_members_next(&cursor)) == NULL) {
-        gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
-        return 1;
-    }
-    *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(m->name, strlen(m->name));
     enroll_t *e = calloc(1, sizeof(*e)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_req_dispose);
     *holder = e;
     e->holder = holder;
     e->req = req;
-    e->member = strdup(m->url);
+    gw_mcall_t *c;
     if (caller->kind == GW_TRUST_NONE && caller->cert != NULL && (e->secret = token_secret(req)) != NULL) {
         e->cert_b64 = cert_base64(caller->cert);
-        gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/operations?recursion=1&project=default", NULL,
-                        30000, on_operations, e);
-        return 1;
+        c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/operations?recursion=1&project=default", NULL, 30000,
+                            on_operations, e);
+    } else {
+        char *path = h2o_mem_alloc_pool(&req->pool, req->path.len + 1), *body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
+        memcpy(path, req->path.base, req->path.len);
+        path[req->path.len] = '\0';
+        memcpy(body, req->entity.base, req->entity.len);
+        body[req->entity.len] = '\0';
+        c = gw_members_call(caller->identity, "POST", path, body, 30000, on_answer, e);
     }
-    char *path = h2o_mem_alloc_pool(&req->pool, req->path.len + 1), *body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
-    memcpy(path, req->path.base, req->path.len);
-    path[req->path.len] = '\0';
-    memcpy(body, req->entity.base, req->entity.len);
-    body[req->entity.len] = '\0';
-    gw_backend_call(m->url, caller->identity, "POST", path, body, 30000, on_answer, e);
+    if (c == NULL)
+        refuse(e, 503, "No cluster member is reachable through the gateway");
     return 1;
 }

@@ -10,6 +10,8 @@
 #define MAX_MEMBERS 64
 #define DISCOVERY_EVERY 5 /* health rounds between two reads of /1.0/cluster/members */
 #define POOL_IDLE_MS 5000 /* keep-alive of pooled member connections; short, as a stale one costs a 502 */
+#define PROBE_TIMEOUTS 3  /* unanswered probes in a row before a member is skipped */
+#define PROBE_MIN_MS 5000 /* a probe waits at least this long for its answer */
 
 static struct {
     h2o_context_t *ctx;
@@ -72,11 +74,20 @@ static gw_member_t *add(const char *url, const char *name)
     return m;
 }
 
+static int usable(gw_member_t *m, int any_healthy)
+{
+    return m->present && (any_healthy ? m->online && m->healthy : 1);
+}
+
 gw_member_t *gw_members_next(size_t *cursor)
 {
+    /* with no healthy member left, a stale health view must not turn every request away: try them all */
+    int any_healthy = 0;
+    for (size_t i = 0; i != M.num && !any_healthy; ++i)
+        any_healthy = M.list[i]->present && M.list[i]->online && M.list[i]->healthy;
     for (; *cursor < M.num; ++*cursor) {
         gw_member_t *m = M.list[*cursor];
-        if (m->present && m->online && m->healthy) {
+        if (usable(m, any_healthy)) {
             ++*cursor;
             return m;
         }
@@ -118,8 +129,14 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
     (void)json;
     gw_member_t *m = data;
     m->probe = NULL;
+    if (err != NULL && !gw_backend_not_sent()) {
+        if (++m->timeouts >= PROBE_TIMEOUTS)
+            set_healthy(m, 0, err);
+        return;
+    }
+    m->timeouts = 0;
     if (err != NULL)
-        set_healthy(m, 0, err);
+        set_healthy(m, 0, err); /* refused: the member is down, no doubt */
     else
         set_healthy(m, status == 200, status == 200 ? "GET /1.0 answered" : "GET /1.0 did not answer 200");
 }
@@ -127,7 +144,8 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
 static void probe(gw_member_t *m)
 {
     if (m->probe == NULL)
-        m->probe = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_ANONYMOUS], "GET", "/1.0", NULL, M.interval_ms, on_probe, m);
+        m->probe = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_ANONYMOUS], "GET", "/1.0", NULL,
+                                   M.interval_ms > PROBE_MIN_MS ? M.interval_ms : PROBE_MIN_MS, on_probe, m);
 }
 
 void gw_member_failed(gw_member_t *m, const char *err)
@@ -205,4 +223,72 @@ const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf)
     M.tick.cb = on_tick;
     on_tick(&M.tick);
     return NULL;
+}
+
+struct st_gw_mcall_t {
+    const gw_identity_t *id;
+    char *method, *path, *body;
+    uint64_t timeout_ms;
+    gw_call_cb cb;
+    void *data;
+    size_t cursor;       /* next member to try */
+    gw_member_t *member; /* the member being tried */
+    gw_call_t *call;     /* in flight */
+};
+
+static void mcall_free(gw_mcall_t *c)
+{
+    free(c->method);
+    free(c->path);
+    free(c->body);
+    free(c);
+}
+
+static void mcall_try(gw_mcall_t *c);
+
+static void on_mcall(void *data, const char *err, long status, json_t *json)
+{
+    gw_mcall_t *c = data;
+    c->call = NULL;
+    if (err != NULL && gw_backend_not_sent()) {
+        gw_member_failed(c->member, err);
+        mcall_try(c);
+        return;
+    }
+    c->cb(c->data, err, status, json);
+    mcall_free(c);
+}
+
+static void mcall_try(gw_mcall_t *c)
+{
+    if ((c->member = gw_members_next(&c->cursor)) == NULL) {
+        c->cb(c->data, "No cluster member is reachable through the gateway", 0, NULL);
+        mcall_free(c);
+        return;
+    }
+    c->call = gw_backend_call(c->member->url, c->id, c->method, c->path, c->body, c->timeout_ms, on_mcall, c);
+}
+
+gw_mcall_t *gw_members_call(const gw_identity_t *id, const char *method, const char *path, const char *body, uint64_t timeout_ms,
+                            gw_call_cb cb, void *data)
+{
+    size_t cursor = 0;
+    if (gw_members_next(&cursor) == NULL)
+        return NULL; /* said at once, so that no callback runs before the caller holds the call */
+    gw_mcall_t *c = calloc(1, sizeof(*c));
+    *c = (gw_mcall_t){id, strdup(method), strdup(path), body != NULL ? strdup(body) : NULL, timeout_ms, cb, data};
+    mcall_try(c);
+    return c;
+}
+
+gw_member_t *gw_members_call_member(gw_mcall_t *c)
+{
+    return c->member;
+}
+
+void gw_members_call_cancel(gw_mcall_t *c)
+{
+    if (c->call != NULL)
+        gw_backend_cancel(c->call);
+    mcall_free(c);
 }

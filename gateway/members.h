@@ -2,9 +2,10 @@
  * members.h: the cluster members the gateway sends requests to.
  *
  * Seeds come from `cluster.members`; the full list from GET /1.0/cluster/members (re-read periodically). Each
- * member is probed with GET /1.0 every `cluster.health_interval`; a member that fails a probe or a connect is
- * skipped until a probe succeeds again. Members are never freed (a removed one is only marked absent), so a
- * pointer to one stays valid for the life of the process.
+ * member is probed with GET /1.0 every `cluster.health_interval`. A member that refuses a connection, or leaves
+ * PROBE_TIMEOUTS probes in a row unanswered, is skipped until a probe succeeds again (a single slow answer may be
+ * the gateway's own loop being busy, e.g. reading a large upload). When no member is healthy, all are tried. Members are never
+ * freed (a removed one is only marked absent), so a pointer to one stays valid for the life of the process.
  */
 #ifndef GW_MEMBERS_H
 #define GW_MEMBERS_H
@@ -24,6 +25,7 @@ typedef struct st_gw_member_t {
     int present;                              /* still listed by the cluster (or a seed of a non-clustered server) */
     int online;                               /* the cluster reports it Online */
     int healthy;                              /* answered our last probe (optimistic until the first probe) */
+    unsigned timeouts;                        /* probes in a row that got no answer in time */
     uint64_t last_ok_at;                      /* h2o_now() of the last good probe; 0 = never */
     gw_call_t *probe;                         /* probe in flight, or NULL */
     h2o_socketpool_t *pools[GW_IDENTITY_MAX]; /* keep-alive TLS connections, one pool per identity */
@@ -39,5 +41,18 @@ gw_member_t *gw_members_find(const char *name);
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
 /* a connection to `m` failed: skip it until a probe succeeds, and probe now */
 void gw_member_failed(gw_member_t *m, const char *err);
+
+/*
+ * A backend call to any healthy member: the first one that takes the connection. A member that refuses it (nothing
+ * was sent) is marked failed and the next is tried. The callback is gw_backend_call's; during it,
+ * gw_members_call_member(call) names the member that answered. Returns NULL (and never calls back) when no member
+ * is usable at all.
+ */
+typedef struct st_gw_mcall_t gw_mcall_t;
+gw_mcall_t *gw_members_call(const gw_identity_t *id, const char *method, const char *path, const char *body, uint64_t timeout_ms,
+                            gw_call_cb cb, void *data);
+gw_member_t *gw_members_call_member(gw_mcall_t *call);
+/* drops a call that has not called back yet */
+void gw_members_call_cancel(gw_mcall_t *call);
 
 #endif

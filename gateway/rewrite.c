@@ -11,14 +11,17 @@ typedef struct st_rewrite_t {
     h2o_req_t *req;
     const gw_caller_t *caller;
     gw_rewrite_cb fn;
-    gw_call_t *call; /* in flight, or NULL */
+    gw_mcall_t *call; /* in flight, or NULL */
 } rewrite_t;
 
 static void on_answer(void *data, const char *err, long status, json_t *json)
 {
     rewrite_t *r = data;
     h2o_req_t *req = r->req;
+    gw_member_t *m = gw_members_call_member(r->call);
     r->call = NULL;
+    if (m != NULL)
+        *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(m->name, strlen(m->name));
     if (err != NULL || json == NULL) {
         gw_lxd_send_error(req, 502, "Cluster member did not answer: %s", err != NULL ? err : "not JSON");
         return;
@@ -35,20 +38,14 @@ static void on_dispose(void *data)
 {
     rewrite_t *r = data;
     if (r->call != NULL)
-        gw_backend_cancel(r->call);
+        gw_members_call_cancel(r->call);
 }
 
 void gw_rewrite_pass(h2o_req_t *req, const gw_caller_t *caller, gw_rewrite_cb fn)
 {
-    size_t cursor = 0;
-    gw_member_t *m = gw_members_next(&cursor);
-    if (m == NULL) {
-        gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
-        return;
-    }
-    *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(m->name, strlen(m->name));
     rewrite_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_dispose);
     *r = (rewrite_t){req, caller, fn, NULL};
     char *path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
-    r->call = gw_backend_call(m->url, caller->identity, "GET", path, NULL, 30000, on_answer, r);
+    if ((r->call = gw_members_call(caller->identity, "GET", path, NULL, 30000, on_answer, r)) == NULL)
+        gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
 }

@@ -27,7 +27,7 @@ typedef struct st_shadow_t {
     h2o_linklist_t waiters;  /* requests waiting for S_READY */
     uint64_t unneeded_since; /* h2o_now() since when no client needs it; 0 = needed */
     uint64_t trusted_at;     /* h2o_now() when the cluster accepted it (a mirror read may lag) */
-    gw_call_t *call;         /* trust-store call in flight */
+    int busy;                /* a trust-store call is in flight */
 } shadow_t;
 
 typedef struct st_waiter_t {
@@ -142,7 +142,7 @@ static char *trust_body(shadow_t *sh, int with_cert)
 static void on_updated(void *data, const char *err, long status, json_t *json)
 {
     shadow_t *sh = data;
-    sh->call = NULL;
+    sh->busy = 0;
     int ok = err == NULL && status / 100 == 2;
     if (!ok)
         gw_log(GW_LOG_ERROR, "shadow identity not trusted by the cluster", "shadow", sh->key, "err",
@@ -157,17 +157,15 @@ static void on_updated(void *data, const char *err, long status, json_t *json)
 static void on_created(void *data, const char *err, long status, json_t *json)
 {
     shadow_t *sh = data;
-    sh->call = NULL;
-    size_t cursor = 0;
-    gw_member_t *m;
     const char *msg = json_string_value(json_object_get(json, "error"));
-    if (err == NULL && status / 100 != 2 && msg != NULL && strstr(msg, "already in trust store") != NULL &&
-        (m = gw_members_next(&cursor)) != NULL) {
+    if (err == NULL && status / 100 != 2 && msg != NULL && strstr(msg, "already in trust store") != NULL) {
         /* left from an earlier run, perhaps with other settings: make it what it must be */
         char path[128], *body = trust_body(sh, 0);
         snprintf(path, sizeof(path), "/1.0/certificates/%s", sh->fingerprint);
-        sh->call = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "PUT", path, body, 10000, on_updated, sh);
+        gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "PUT", path, body, 10000, on_updated, sh);
         free(body);
+        if (c == NULL)
+            on_updated(sh, "No cluster member is reachable", 0, NULL);
         return;
     }
     on_updated(data, err, status, json);
@@ -175,17 +173,13 @@ static void on_created(void *data, const char *err, long status, json_t *json)
 
 static void create(shadow_t *sh)
 {
-    size_t cursor = 0;
-    gw_member_t *m = gw_members_next(&cursor);
-    if (m == NULL) {
-        wake(sh, 0);
-        return;
-    }
     sh->state = S_CREATING;
+    sh->busy = 1;
     char *body = trust_body(sh, 1);
-    sh->call =
-        gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", body, 10000, on_created, sh);
+    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", body, 10000, on_created, sh);
     free(body);
+    if (c == NULL)
+        on_updated(sh, "No cluster member is reachable", 0, NULL);
 }
 
 static void on_waiter_dispose(void *data)
@@ -273,7 +267,7 @@ static void visit(const char *fingerprint, gw_trust_kind_t kind, const char *pro
 static void on_deleted(void *data, const char *err, long status, json_t *json)
 {
     shadow_t *sh = data;
-    sh->call = NULL;
+    sh->busy = 0;
     if (err != NULL || (status / 100 != 2 && status != 404)) {
         gw_log(GW_LOG_WARN, "shadow identity not removed; will retry", "shadow", sh->key, "err",
                err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
@@ -289,9 +283,9 @@ static void on_trust_refresh(void)
         shadow_t *sh = S.list[i];
         need_t n = {sh};
         gw_trust_foreach(visit, &n);
-        if (sh->state == S_READY && !n.trusted && sh->call == NULL && now - sh->trusted_at > MIRROR_LAG_MS)
+        if (sh->state == S_READY && !n.trusted && !sh->busy && now - sh->trusted_at > MIRROR_LAG_MS)
             sh->state = S_ABSENT; /* someone removed it: made again on next need */
-        if (n.needed || !n.trusted || sh->call != NULL || !h2o_linklist_is_empty(&sh->waiters)) {
+        if (n.needed || !n.trusted || sh->busy || !h2o_linklist_is_empty(&sh->waiters)) {
             sh->unneeded_since = 0;
             continue;
         }
@@ -299,15 +293,15 @@ static void on_trust_refresh(void)
             sh->unneeded_since = now;
             continue;
         }
-        size_t cursor = 0;
-        gw_member_t *m;
-        if (now - sh->unneeded_since < UNUSED_GRACE_MS || (m = gw_members_next(&cursor)) == NULL)
+        if (now - sh->unneeded_since < UNUSED_GRACE_MS)
             continue;
         char path[128];
         snprintf(path, sizeof(path), "/1.0/certificates/%s", sh->fingerprint);
+        if (gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 10000, on_deleted, sh) == NULL)
+            continue;
         sh->state = S_ABSENT;
         sh->unneeded_since = 0;
-        sh->call = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 10000, on_deleted, sh);
+        sh->busy = 1;
     }
 }
 
