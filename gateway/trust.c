@@ -3,11 +3,13 @@
  */
 #include <string.h>
 #include "backend.h"
+#include "events.h"
 #include "log.h"
 #include "members.h"
 #include "trust.h"
 
-#define STALE_AFTER_ROUNDS 15 /* refresh rounds without a good read before the copy stops granting trust */
+#define POLL_MS 1000         /* read interval while the event stream is down */
+#define STALE_GRACE_MS 15000 /* beyond the refresh interval, a copy this much older grants nothing */
 
 typedef struct st_entry_t {
     char fingerprint[GW_FINGERPRINT_LEN + 1];
@@ -22,6 +24,7 @@ static struct {
     uint64_t loaded_at; /* h2o_now() of the last good read; 0 = never */
     h2o_timeout_t timeout;
     h2o_timeout_entry_t tick;
+    uint64_t refresh_ms; /* full read at least this often, events or not */
     gw_call_t *call;
     void (*on_refresh)(void);
     struct {
@@ -186,15 +189,38 @@ void gw_trust_refresh_now(void (*done)(void *data), void *data)
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     (void)entry;
-    if (T.call == NULL)
+    /* events say when the store changes; without them (stream down, or not yet up) poll */
+    if (T.call == NULL && (!gw_events_connected() || gw_trust_age_ms() >= T.refresh_ms))
         start_read();
     h2o_timeout_link(T.ctx->loop, &T.timeout, &T.tick);
+}
+
+static void ignore(void *data)
+{
+    (void)data;
+}
+
+static void on_event(json_t *event)
+{
+    const char *action = json_string_value(json_object_get(json_object_get(event, "metadata"), "action"));
+    if (action != NULL && strncmp(action, "certificate-", 12) == 0) {
+        gw_debug("trust store changed", "action", action, NULL);
+        gw_trust_refresh_now(ignore, NULL);
+    }
+}
+
+static void on_stream_up(void)
+{
+    gw_trust_refresh_now(ignore, NULL); /* changes made while the stream was down were not seen */
 }
 
 void gw_trust_init(h2o_context_t *ctx, uint64_t refresh_ms)
 {
     T.ctx = ctx;
-    h2o_timeout_init(ctx->loop, &T.timeout, refresh_ms);
+    T.refresh_ms = refresh_ms;
+    gw_events_init(ctx, "lifecycle", on_event);
+    gw_events_on_up(on_stream_up);
+    h2o_timeout_init(ctx->loop, &T.timeout, POLL_MS);
     T.tick.cb = on_tick;
     on_tick(&T.tick);
 }
@@ -219,7 +245,7 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
     entry_t key, *found;
     memcpy(key.fingerprint, caller->fingerprint, sizeof(key.fingerprint));
     /* a copy too old to reflect revocations grants nothing: fail closed */
-    if (gw_trust_age_ms() <= T.timeout.timeout * STALE_AFTER_ROUNDS &&
+    if (gw_trust_age_ms() <= T.refresh_ms + STALE_GRACE_MS &&
         (found = bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry)) != NULL) {
         caller->kind = found->kind;
         if (found->projects != NULL)

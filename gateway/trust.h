@@ -1,8 +1,10 @@
 /*
  * trust.h: who is calling. A mirror of the cluster's trust store, and the caller it makes of a client certificate.
  *
- * The mirror is read with GET /1.0/certificates?recursion=1 (as the gateway) every `identity.trust_refresh`.
- * Until the first read succeeds, every caller is untrusted: the gateway fails closed, never open.
+ * The mirror is read with GET /1.0/certificates?recursion=1 (as the gateway) whenever the cluster's lifecycle events
+ * say a certificate was created, updated or deleted, when the event stream (re)connects, every second while the
+ * stream is down, and at least every `identity.trust_refresh` as a safety net. Until the first read succeeds, and
+ * when the copy is older than trust_refresh + 15 s, every caller is untrusted: the gateway fails closed, never open.
  */
 #ifndef GW_TRUST_H
 #define GW_TRUST_H
