@@ -27,6 +27,9 @@ typedef struct st_fwd_t {
     int finished;          /* the transfer ended (ok or not) */
     int failed;            /* it ended in an error after the head was sent */
     int paused;            /* libcurl is paused until the client takes more */
+    gw_member_t *home;     /* the member hosting the instance the request is about (tried first), or NULL */
+    int tried_home;        /* the home member was tried already */
+    gw_mcall_t *lookup;    /* GET of the instance, to find its member; in flight or NULL */
     h2o_buffer_t *pending; /* answer bytes not yet given to h2o */
     h2o_buffer_t *sending; /* the bytes of the h2o_send in flight (NULL: none) */
     char errbuf[CURL_ERROR_SIZE];
@@ -185,7 +188,12 @@ static void add_request_headers(fwd_t *f)
 static void try_next(fwd_t *f)
 {
     h2o_req_t *req = f->req;
-    if ((f->member = gw_members_next(&f->cursor)) == NULL) {
+    if (f->home != NULL && !f->tried_home) {
+        f->member = f->home;
+    } else if ((f->member = gw_members_next(&f->cursor)) == f->home && f->home != NULL) {
+        f->member = gw_members_next(&f->cursor); /* the home member was tried first already */
+    }
+    if (f->member == NULL) {
         gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
         return;
     }
@@ -193,6 +201,7 @@ static void try_next(fwd_t *f)
     char *url = h2o_mem_alloc_pool(&req->pool, strlen(f->member->url) + req->path.len + 1);
     sprintf(url, "%s%.*s", f->member->url, (int)req->path.len, req->path.base);
     char *method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    f->tried_home = 1;
     CURL *e = f->easy = gw_backend_easy(f->id);
     f->errbuf[0] = '\0';
     f->status = 0;
@@ -217,10 +226,50 @@ static void on_dispose(void *data)
 {
     fwd_t *f = data;
     f->req = NULL;
+    if (f->lookup != NULL)
+        gw_members_call_cancel(f->lookup);
     end_transfer(f);
     h2o_buffer_dispose(&f->pending);
     if (f->sending != NULL)
         h2o_buffer_dispose(&f->sending);
+}
+
+static void on_location(void *data, const char *err, long status, json_t *json)
+{
+    fwd_t *f = data;
+    f->lookup = NULL;
+    const char *location = json_string_value(json_object_get(json_object_get(json, "metadata"), "location"));
+    gw_member_t *m;
+    if (err == NULL && status == 200 && location != NULL && (m = gw_members_find(location)) != NULL && m->healthy)
+        f->home = m;
+    try_next(f);
+}
+
+/* "/1.0/instances/<name>/..." (a file push, say): the GET path of that instance, keeping ?project=; else NULL */
+static char *instance_path(h2o_req_t *req)
+{
+    static const char prefix[] = "/1.0/instances/";
+    h2o_iovec_t p = req->path_normalized;
+    size_t plen = sizeof(prefix) - 1;
+    if (p.len <= plen || memcmp(p.base, prefix, plen) != 0)
+        return NULL;
+    const char *name = p.base + plen, *end = memchr(name, '/', p.len - plen);
+    if (end == NULL || end == name)
+        return NULL;
+    h2o_iovec_t project = {NULL};
+    if (req->query_at != SIZE_MAX) {
+        h2o_iovec_t q = h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+        const char *v = h2o_strstr(q.base, q.len, H2O_STRLIT("project=")) != SIZE_MAX
+                            ? q.base + h2o_strstr(q.base, q.len, H2O_STRLIT("project=")) + 8
+                            : NULL;
+        if (v != NULL)
+            project =
+                h2o_iovec_init(v, strcspn(v, "&") < (size_t)(q.base + q.len - v) ? strcspn(v, "&") : (size_t)(q.base + q.len - v));
+    }
+    char *path = h2o_mem_alloc_pool(&req->pool, p.len + project.len + 16);
+    sprintf(path, "%.*s%s%.*s", (int)(end - p.base), p.base, project.base != NULL ? "?project=" : "", (int)project.len,
+            project.base != NULL ? project.base : "");
+    return path;
 }
 
 void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id)
@@ -229,5 +278,10 @@ void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id)
     *f = (fwd_t){.req = req, .id = id};
     f->done = (gw_backend_done_t){on_done, f};
     h2o_buffer_init(&f->pending, &h2o_socket_buffer_prototype);
+    /* an upload into an instance goes straight to the member that hosts it: the body crosses the cluster once, and
+     * LXD 5.0.2's own member-to-member forwarding of it is avoided (seen stalling on 2 GiB pushes) */
+    char *path = instance_path(req);
+    if (path != NULL && (f->lookup = gw_members_call(id, "GET", path, NULL, 10000, on_location, f)) != NULL)
+        return;
     try_next(f);
 }
