@@ -83,6 +83,7 @@ def test_list_and_remote(lxc):
 
 @pytest.fixture(scope="module")
 def container(lxc):
+    member_lxc("node1", "delete", "-f", "c1", check=False)  # left by an interrupted run
     lxc.run("launch", "gw:busybox", "gw:c1", "--target", "node2")
     yield "c1"
     lxc.run("delete", "-f", "gw:c1", check=False)
@@ -214,7 +215,7 @@ def test_large_upload_raw_curl(gateway, container, lxc, env, tmp_path, http):
     client did not send: LXD would eat 10 MiB of a form-typed body), and the answer reaches h1 and h2 clients."""
     src = tmp_path / "up"
     random_file(src, 11 * MiB)
-    r = sh(["curl", "-sk", http, "--cert", env["LXDGW_CLIENT_CERT"], "--key", env["LXDGW_CLIENT_KEY"], "-X", "POST",
+    r = sh(["curl", "-sk", "--max-time", "120", http, "--cert", env["LXDGW_CLIENT_CERT"], "--key", env["LXDGW_CLIENT_KEY"], "-X", "POST",
             "-T", str(src), "-w", "\n%{http_code}",
             f"{gateway.url}/1.0/instances/{container}/files?path=/root/up"])
     body, _, code = r.stdout.rpartition("\n")
@@ -231,7 +232,7 @@ def test_upload_over_2gib(gateway, container, lxc, env, tmp_path):
     with open(src, "wb") as f:  # random head, sparse rest: cheap to make, still checked end to end
         f.write(os.urandom(MiB))
         f.truncate((2 << 30) + 4097)
-    up = subprocess.Popen(["curl", "-sk", "--cert", env["LXDGW_CLIENT_CERT"], "--key", env["LXDGW_CLIENT_KEY"], "-X", "POST",
+    up = subprocess.Popen(["curl", "-sk", "--max-time", "300", "--cert", env["LXDGW_CLIENT_CERT"], "--key", env["LXDGW_CLIENT_KEY"], "-X", "POST",
                            "-T", str(src), "-o", "/dev/null", "-w", "%{http_code}",
                            f"{gateway.url}/1.0/instances/{container}/files?path=/root/huge"], stdout=subprocess.PIPE, text=True)
     spill_seen = False

@@ -94,6 +94,8 @@ def test_restricted_client_gets_exactly_its_projects(gateway, tmp_path, project_
 
 
 def test_revoked_certificate_is_untrusted_within_2s(gateway, tmp_path):
+    # event-driven: with the stream up the safety-net read runs only every 30 s
+    assert 'msg="event stream up"' in gateway.logtext()
     crt, key = new_cert(tmp_path, "revoked")
     member_lxc("node1", "config", "trust", "add", crt)
     gateway.wait_trusted(crt, key)
@@ -208,3 +210,23 @@ def test_trust_token_leads_to_the_gateway(gateway, lxc, tmp_path):
         assert len(trust_store()) == before
     finally:
         member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
+
+
+def test_shadow_removed_when_no_client_needs_it(gateway, tmp_path):
+    """A shadow lives while some restricted client maps to it; ~30 s after the last one is gone it is untrusted."""
+    member_lxc("node1", "project", "create", "p2", check=False)
+    crt, key = new_cert(tmp_path, "restricted-p2")
+    member_lxc("node1", "config", "trust", "add", crt, "--restricted", "--projects", "p2")
+    try:
+        gateway.wait_trusted(crt, key)
+        assert curl(gateway.url + "/1.0/instances?project=p2", crt, key)[0] == 200
+        assert [x for x in trust_store() if x["name"] == "lxd-gateway:p2"]
+        member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12])
+        deadline = time.time() + 60
+        while time.time() < deadline and [x for x in trust_store() if x["name"] == "lxd-gateway:p2"]:
+            time.sleep(2)
+        assert not [x for x in trust_store() if x["name"] == "lxd-gateway:p2"], "shadow still trusted 60 s later"
+        assert 'msg="shadow identity removed (no client needs it)" shadow=restricted:p2' in gateway.logtext()
+    finally:
+        member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12], check=False)
+        member_lxc("node1", "project", "delete", "p2", check=False)
