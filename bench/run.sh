@@ -8,11 +8,8 @@
 #         (one thread, as the gateway has one event loop).
 #   Push: `lxc file push` of 1 GiB through the gateway and directly: wall time ratio, gateway peak RSS.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-cluster="$top/tests/cluster/cluster.sh"
-ctl="$top/scripts/gateway-ctl.sh"
-DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
-NS=${LXDGW_NETNS:-lxdgw}
+# shellcheck source=../scripts/common.sh
+source "$(dirname "$0")/../scripts/common.sh"
 CONC=${BENCH_CONCURRENCY:-16}
 SECS=${BENCH_SECONDS:-10}
 PUSH_MIB=${BENCH_PUSH_MIB:-1024}

@@ -2,11 +2,8 @@
 # `make demo`: a real 3-member LXD 5.0.2 cluster in a private network namespace, the gateway in front of it, and
 # real clients using it. `make demo-down` (or `scripts/demo.sh down`) removes it all.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-cluster="$top/tests/cluster/cluster.sh"
-ctl="$top/scripts/gateway-ctl.sh"
-DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
-NS=${LXDGW_NETNS:-lxdgw}
+# shellcheck source=../scripts/common.sh
+source "$(dirname "$0")/../scripts/common.sh"
 GW=127.0.0.1:8443
 
 if [ "${1:-}" = down ]; then

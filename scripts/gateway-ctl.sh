@@ -3,10 +3,8 @@
 #   gateway-ctl.sh start NAME BINARY ADDR    state in $LXDGW_CLUSTER_DIR/NAME, listening on ADDR in the namespace
 #   gateway-ctl.sh stop NAME
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-cluster="$top/tests/cluster/cluster.sh"
-DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
-NS=${LXDGW_NETNS:-lxdgw}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 start() {
     local name=$1 bin=$2 addr=$3 state="$DIR/$1"
