@@ -78,7 +78,8 @@ static void reply(void *data)
     if (e->req != NULL) {
         *e->holder = NULL; /* the request may end (and its pool go) as soon as the answer is sent */
         if (e->location != NULL)
-            h2o_add_header(&e->req->pool, &e->req->res.headers, H2O_TOKEN_LOCATION, NULL, e->location, strlen(e->location));
+            h2o_add_header(&e->req->pool, &e->req->res.headers, H2O_TOKEN_LOCATION, NULL, /* outlives e: in the pool */
+                           h2o_strdup(&e->req->pool, e->location, SIZE_MAX).base, strlen(e->location));
         gw_lxd_send_json(e->req, (int)e->status, json_incref(e->answer));
     }
     json_decref(e->answer);
