@@ -53,7 +53,10 @@ class Gateway:
         while time.time() < deadline:
             assert self.proc.poll() is None, f"gateway exited: {self.logtext()[-4000:]}"
             r = subprocess.run(["curl", "-sk", "--max-time", "2", self.url + "/1.0"], capture_output=True, text=True)
-            if r.returncode == 0 and '"type":"sync"' in r.stdout:
+            # ours answered: it listens (another process on the same port must not pass for it) and is alive
+            if r.returncode == 0 and '"type":"sync"' in r.stdout and "msg=listening" in self.logtext():
+                time.sleep(0.2)
+                assert self.proc.poll() is None, f"gateway exited: {self.logtext()[-4000:]}"
                 return
             time.sleep(0.2)
         raise AssertionError("gateway did not answer GET /1.0 within 20 s: " + self.logtext()[-4000:])

@@ -235,13 +235,15 @@ def test_upload_over_2gib(gateway, container, lxc, env, tmp_path):
     up = subprocess.Popen(["curl", "-sk", "--max-time", "300", "--cert", env["LXDGW_CLIENT_CERT"], "--key", env["LXDGW_CLIENT_KEY"], "-X", "POST",
                            "-T", str(src), "-o", "/dev/null", "-w", "%{http_code}",
                            f"{gateway.url}/1.0/instances/{container}/files?path=/root/huge"], stdout=subprocess.PIPE, text=True)
-    spill_seen = False
+    spill_seen, maps_seen = False, []
     while up.poll() is None:
         with open(f"/proc/{gateway.proc.pid}/maps") as maps:
-            spill_seen = spill_seen or any(f"{gateway.state}/body." in line for line in maps)
+            lines = [l.strip() for l in maps if "body." in l]
+        maps_seen += lines
+        spill_seen = spill_seen or any(f"{gateway.state}/body." in line for line in lines)
         time.sleep(0.1)
     assert up.stdout.read() == "200"
-    assert spill_seen, "the request body was not spilled under state_dir"
+    assert spill_seen, ("the request body was not spilled under state_dir", gateway.state, maps_seen[:3])
     out = lxc.run("exec", f"gw:{container}", "--", "sh", "-c", "wc -c < /root/huge; sha256sum /root/huge; rm /root/huge").stdout
     size, digest = out.split()[0], out.split()[1]
     assert int(size) == (2 << 30) + 4097

@@ -81,23 +81,34 @@ def test_recovered_member_is_used_again(gateway):
     assert "member=node1" in last_access_line(gateway, "/1.0?after-recovery")
 
 
+def stream_member(gateway):
+    """The member the gateway's event stream is on now (from its last 'event stream up' line)."""
+    ups = re.findall(r'msg="event stream up" member=(\S+)', gateway.logtext())
+    assert ups, "the event stream never came up"
+    return {"https://127.0.0.11:8443": "node1", "https://127.0.0.12:8443": "node2",
+            "https://127.0.0.13:8443": "node3"}.get(ups[-1], ups[-1])
+
+
 def test_event_stream_moves_to_another_member(gateway, tmp_path):
     """The trust-event subscription is re-established elsewhere when its member dies; revocations still land in 2 s."""
     from test_identity import fingerprint, new_cert
+    victim = stream_member(gateway)
+    other = "node2" if victim != "node2" else "node3"
     ups = gateway.logtext().count('msg="event stream up"')
-    sh(["bash", CLUSTER, "kill", "node1"])
+    sh(["bash", CLUSTER, "kill", victim])
     try:
         deadline = time.time() + 15
         while time.time() < deadline and gateway.logtext().count('msg="event stream up"') <= ups:
             time.sleep(0.3)
         assert gateway.logtext().count('msg="event stream up"') > ups, gateway.logtext()[-2000:]
+        assert stream_member(gateway) != victim
         crt, key = new_cert(tmp_path, "moved-stream")
-        member = ["env", f"LXD_DIR={os.environ['LXDGW_CLUSTER_DIR']}/node2", "lxc"]
+        member = ["env", f"LXD_DIR={os.environ['LXDGW_CLUSTER_DIR']}/{other}", "lxc"]
         sh(member + ["config", "trust", "add", crt])
         gateway.wait_trusted(crt, key)
         sh(member + ["config", "trust", "remove", fingerprint(crt)[:12]])
         time.sleep(2)
         assert curl(gateway.url + "/1.0", crt, key)[1]["metadata"]["auth"] == "untrusted"
     finally:
-        sh(["bash", CLUSTER, "start", "node1"])
+        sh(["bash", CLUSTER, "start", victim])
         wait_cluster_healthy()
