@@ -12,6 +12,7 @@
 #include "init.h"
 #include "log.h"
 #include "members.h"
+#include "plugin.h"
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
@@ -104,6 +105,7 @@ static int run(const char *config_path)
     }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
     gw_shadow_init(conf->state_dir);
+    gw_plugins_init();
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
 
     while (!stop_requested) {

@@ -124,11 +124,33 @@ static void set_healthy(gw_member_t *m, int healthy, const char *why)
         m->last_ok_at = h2o_now(M.ctx->loop);
 }
 
+int gw_members_have_extension(const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != M.num; ++i) {
+        gw_member_t *m = M.list[i];
+        if (!m->present)
+            continue;
+        int found = 0;
+        size_t j;
+        json_t *e;
+        json_array_foreach(m->extensions, j, e) if (json_is_string(e) && strcmp(json_string_value(e), name) == 0) found = 1;
+        if (!found)
+            return 0;
+        ++n;
+    }
+    return n != 0;
+}
+
 static void on_probe(void *data, const char *err, long status, json_t *json)
 {
-    (void)json;
     gw_member_t *m = data;
     m->probe = NULL;
+    json_t *exts = json_object_get(json_object_get(json, "metadata"), "api_extensions");
+    if (err == NULL && status == 200 && json_is_array(exts)) { /* the untrusted view lists them too */
+        json_decref(m->extensions);
+        m->extensions = json_incref(exts);
+    }
     if (err != NULL && !gw_backend_not_sent()) {
         if (++m->timeouts >= PROBE_TIMEOUTS)
             set_healthy(m, 0, err);

@@ -28,6 +28,7 @@ typedef struct st_gw_member_t {
     unsigned timeouts;                        /* probes in a row that got no answer in time */
     uint64_t last_ok_at;                      /* h2o_now() of the last good probe; 0 = never */
     gw_call_t *probe;                         /* probe in flight, or NULL */
+    json_t *extensions;                       /* api_extensions of its last GET /1.0 answer (NULL: none yet) */
     h2o_socketpool_t *pools[GW_IDENTITY_MAX]; /* keep-alive TLS connections, one pool per identity */
 } gw_member_t;
 
@@ -35,6 +36,8 @@ typedef struct st_gw_member_t {
 const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf);
 /* the next usable member at list position >= *cursor, advancing *cursor past it; NULL when none is left */
 gw_member_t *gw_members_next(size_t *cursor);
+/* every present member reported API extension `name` in its GET /1.0 (0 while any has not answered yet) */
+int gw_members_have_extension(const char *name);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use) */

@@ -9,6 +9,7 @@
 #include "api10.h"
 #include "enroll.h"
 #include "log.h"
+#include "plugin.h"
 #include "lxd.h"
 #include "proxy.h"
 #include "server.h"
@@ -61,7 +62,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))
         return;
 
-    /* a plugin claims it (single-call copy/move: later issues), or it passes through unchanged */
+    /* a plugin claims it (single-call copy/move), or it passes through unchanged */
+    if (gw_plugins_dispatch(req, caller))
+        return;
     gw_proxy_pass(req, caller->identity);
 }
 
