@@ -9,6 +9,7 @@
 #   cluster.sh lxc NODE ARGS   run `lxc ARGS` as the local (unix socket) admin of member NODE
 #   cluster.sh kill NODE       SIGKILL member NODE's daemon (a crash, for failover tests)
 #   cluster.sh start NODE      start member NODE's daemon again and wait until it answers
+#   cluster.sh settle          wait until every member sees all 3 Online and forwards to each other promptly
 #
 # Environment: LXDGW_NETNS (default lxdgw), LXDGW_CLUSTER_DIR (default /var/tmp/lxdgw-cluster).
 # Needs root and the packages lxd, lxd-client, busybox-static, iproute2, util-linux, procps, openssl, jq.
@@ -33,7 +34,7 @@ log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '5,11s/^# \{0,1\}//p' "$0" >&2
+    sed -n '5,12s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 
@@ -539,6 +540,33 @@ cmd_start() {
     wait_member "$node"
 }
 
+# After a crash and restart, LXD needs a while more than "ONLINE": members keep calling a restarted one Offline
+# for a heartbeat or two, and forwarding to it is slow. Tests that follow must not inherit that.
+cmd_settle() {
+    # the condition must hold for STABLE seconds in a row: a restarted member is declared Offline by the next
+    # heartbeat round (seen ~6 s after it answers again, for ~10 s), after every check had passed
+    local deadline=$((SECONDS + 120)) since=-1 ok n m stable=${LXDGW_SETTLE_SECONDS:-15}
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        ok=1
+        for n in "${NODES[@]}"; do
+            [ "$(timeout 5 ip netns exec "$NS" env LXD_DIR="$DIR/$n" lxc query '/1.0/cluster/members?recursion=1' 2>/dev/null |
+                jq '[.[] | select(.status == "Online")] | length' 2>/dev/null)" = 3 ] || ok=0
+            for m in "${NODES[@]}"; do
+                timeout 3 ip netns exec "$NS" env LXD_DIR="$DIR/$n" lxc query "/1.0?target=$m" >/dev/null 2>&1 || ok=0
+            done
+        done
+        if [ "$ok" = 0 ]; then
+            since=-1
+        elif [ "$since" -lt 0 ]; then
+            since=$SECONDS
+        elif [ $((SECONDS - since)) -ge "$stable" ]; then
+            return 0
+        fi
+        sleep 1
+    done
+    die "the cluster did not settle within 120 s"
+}
+
 main() {
     [ "$#" -ge 1 ] || usage
     check_dir
@@ -553,6 +581,7 @@ main() {
         lxc) cmd_lxc "$@" ;;
         kill) cmd_kill "$@" ;;
         start) cmd_start "$@" ;;
+        settle) cmd_settle ;;
         -h | --help | help) usage ;;
         *) usage ;;
     esac

@@ -17,6 +17,7 @@ trap cleanup EXIT
 rc=0
 for bin in "$@"; do
     bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+    bash "$cluster" settle # a previous run's crash tests must not leave a half-recovered cluster behind
     echo "=== e2e with $bin"
     bash "$cluster" exec env LXDGW_BINARY="$bin" LXDGW_TOP="$top" \
         /usr/bin/python3 -m pytest -p no:cacheprovider -q -x "$here" || rc=1
