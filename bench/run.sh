@@ -95,12 +95,13 @@ done
 
 # 1 GiB file push, through the gateway and directly, into one container
 export LXD_CONF="$out/lxc"
+rm -rf "$LXD_CONF" # remotes pinned to an earlier cluster's certificate would be refused
 mkdir -p "$LXD_CONF"
 cp "$LXDGW_CLIENT_CERT" "$LXD_CONF/client.crt"
 cp "$LXDGW_CLIENT_KEY" "$LXD_CONF/client.key"
 nsx lxc remote add direct https://127.0.0.11:8443 --accept-certificate >/dev/null 2>&1 || true
 nsx lxc remote add gw https://127.0.0.1:8443 --accept-certificate >/dev/null 2>&1 || true
-nsx lxc launch direct:busybox direct:bench-c1 --target node1 >/dev/null 2>&1
+nsx lxc launch direct:busybox direct:bench-c1 --target node1 >"$out/launch.log" 2>&1 || { cat "$out/launch.log" >&2; exit 1; }
 head -c $((PUSH_MIB << 20)) /dev/urandom >"$out/push.bin"
 # peak resident memory of the gateway during its push, split: anonymous (heap: what the gateway holds) and
 # file-backed (page cache of h2o's spill file under state_dir, which the kernel can write back and drop)
