@@ -46,6 +46,18 @@ show lxc storage volume copy gw:pool1/demo-vol gw:pool1/demo-copy --target node1
 echo "sha256 on node2: $(cat "$DIR/node2/storage-pools/pool1/custom/default_demo-copy"/* | sha256sum | cut -c1-16)"
 show lxc storage volume list gw:pool1
 
+step "6. incus 6.0.4 through the gateway (directly, it cannot even add this LXD 5.0.2 cluster as a remote)"
+export INCUS_CONF="$DIR/demo-incus"
+mkdir -p "$INCUS_CONF"
+[ -s "$INCUS_CONF/client.crt" ] || incus remote generate-certificate >/dev/null
+bash "$cluster" lxc node1 config trust add "$INCUS_CONF/client.crt" --name demo-incus 2>/dev/null || true
+sleep 1.5 # the gateway learns of the new certificate from the cluster's lifecycle events
+ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus remote add gw "https://$GW" --accept-certificate 2>/dev/null || true
+printf '$ incus remote add direct https://127.0.0.11:8443\n'
+ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus remote add direct https://127.0.0.11:8443 --accept-certificate 2>&1 | tail -1 || true
+printf '$ incus storage volume list gw:pool1\n'
+ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume list gw:pool1
+
 cat <<TXT
 
 The demo stays up. Try it yourself:
