@@ -95,8 +95,7 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
     enroll_t *e = data;
     if (err != NULL || json == NULL) {
         e->status = 502;
-        e->answer = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation",
-                              "", "error_code", 502, "error", err != NULL ? err : "the member's answer is not JSON", "metadata");
+        e->answer = gw_lxd_error_json(502, err != NULL ? err : "the member's answer is not JSON");
         reply(e);
         return;
     }
@@ -114,8 +113,7 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
 static void refuse(enroll_t *e, int status, const char *msg)
 {
     e->status = status;
-    e->answer = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
-                          "error_code", status, "error", msg, "metadata");
+    e->answer = gw_lxd_error_json(status, msg);
     reply(e);
 }
 

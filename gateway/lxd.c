@@ -25,6 +25,12 @@ void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
     h2o_send(req, bufs, 2, H2O_SEND_STATE_FINAL);
 }
 
+json_t *gw_lxd_error_json(int status, const char *msg)
+{
+    return json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
+                     "error_code", status, "error", msg, "metadata");
+}
+
 void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...)
 {
     char msg[1024];
@@ -32,9 +38,7 @@ void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
-                          "error_code", status, "error", msg, "metadata");
-    gw_lxd_send_json(req, status, j);
+    gw_lxd_send_json(req, status, gw_lxd_error_json(status, msg));
 }
 
 void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata)

@@ -7,7 +7,9 @@
 #include <jansson.h>
 #include <h2o.h>
 
-/* {"type":"error","error_code":status,"error":msg,...} with HTTP status `status` */
+/* LXD's error envelope {"type":"error","error_code":status,"error":msg,...} (a new reference) */
+json_t *gw_lxd_error_json(int status, const char *msg);
+/* sends gw_lxd_error_json(status, msg) with HTTP status `status` */
 void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* {"type":"sync","status":"Success","status_code":200,"metadata":metadata}; steals `metadata` */
 void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata);
