@@ -197,7 +197,7 @@ static void try_next(fwd_t *f)
         gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
         return;
     }
-    *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(f->member->name, strlen(f->member->name));
+    gw_member_note(req, f->member);
     char *url = h2o_mem_alloc_pool(&req->pool, strlen(f->member->url) + req->path.len + 1);
     sprintf(url, "%s%.*s", f->member->url, (int)req->path.len, req->path.base);
     char *method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;

@@ -170,6 +170,11 @@ static void probe(gw_member_t *m)
                                    M.interval_ms > PROBE_MIN_MS ? M.interval_ms : PROBE_MIN_MS, on_probe, m);
 }
 
+void gw_member_note(h2o_req_t *req, const gw_member_t *m)
+{
+    *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_strdup(&req->pool, m->name, SIZE_MAX);
+}
+
 void gw_member_failed(gw_member_t *m, const char *err)
 {
     set_healthy(m, 0, err);

@@ -42,6 +42,9 @@ int gw_members_have_extension(const char *name);
 gw_member_t *gw_members_find(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use) */
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
+/* records that `m` serves `req` (for the access log); copied into the request's pool, as a member's name can
+ * change (a seed is renamed when discovery names it) while the request is in flight */
+void gw_member_note(h2o_req_t *req, const gw_member_t *m);
 /* a connection to `m` failed: skip it until a probe succeeds, and probe now */
 void gw_member_failed(gw_member_t *m, const char *err);
 

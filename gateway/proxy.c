@@ -76,8 +76,7 @@ static void forward(pass_t *p)
     ov->client_ctx = (h2o_http1client_ctx_t *)&p->id->client_ctx;
     ov->socketpool = p->pool;
     /* LXD's Location headers are paths: nothing to rewrite */
-    h2o_iovec_t *env = h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1);
-    *env = h2o_iovec_init(p->member->name, strlen(p->member->name));
+    gw_member_note(req, p->member);
     h2o_reprocess_request(req, req->method, &H2O_URL_SCHEME_HTTPS, p->member->authority, req->path, ov, 0);
 }
 

@@ -21,7 +21,7 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
     gw_member_t *m = gw_members_call_member(r->call);
     r->call = NULL;
     if (m != NULL)
-        *h2o_req_getenv(req, H2O_STRLIT("gw.member"), 1) = h2o_iovec_init(m->name, strlen(m->name));
+        gw_member_note(req, m);
     if (err != NULL || json == NULL) {
         gw_lxd_send_error(req, 502, "Cluster member did not answer: %s", err != NULL ? err : "not JSON");
         return;
