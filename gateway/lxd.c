@@ -3,6 +3,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include "lxd.h"
 
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
@@ -46,4 +47,36 @@ void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata)
     json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:o}", "type", "sync", "status", "Success", "status_code", 200,
                           "operation", "", "error_code", 0, "error", "", "metadata", metadata != NULL ? metadata : json_null());
     gw_lxd_send_json(req, 200, j);
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+const char *gw_lxd_query(h2o_req_t *req, const char *name)
+{
+    if (req->query_at == SIZE_MAX)
+        return NULL;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    size_t nlen = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', end - p), *stop = amp != NULL ? amp : end;
+        if ((size_t)(stop - p) >= nlen && memcmp(p, name, nlen) == 0 && (p + nlen == stop || p[nlen] == '=')) {
+            const char *v = p + nlen + (p + nlen < stop);
+            char *out = h2o_mem_alloc_pool(&req->pool, stop - v + 1), *o = out;
+            for (; v < stop; ++v) {
+                if (*v == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
+                    *o++ = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                    v += 2;
+                } else {
+                    *o++ = *v == '+' ? ' ' : *v;
+                }
+            }
+            *o = '\0';
+            return out;
+        }
+        p = stop + 1;
+    }
+    return NULL;
 }

@@ -16,4 +16,7 @@ void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata);
 /* sends `json` (stolen) as the whole body with HTTP status `status` */
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json);
 
+/* the value of query parameter `name` of `req`, percent-decoded, in the request's pool; NULL when absent */
+const char *gw_lxd_query(h2o_req_t *req, const char *name);
+
 #endif

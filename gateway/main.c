@@ -105,7 +105,10 @@ static int run(const char *config_path)
     }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
     gw_shadow_init(conf->state_dir);
-    gw_plugins_init();
+    if ((err = gw_plugins_init(conf)) != NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
 
     while (!stop_requested) {

@@ -35,7 +35,12 @@ static void rewrite(json_t *meta, const gw_caller_t *caller)
         json_object_set_new(config, key, json_string(json_is_true(v) ? "true" : "false"));
 }
 
-void gw_plugins_init(void)
+const char *gw_plugins_init(const gw_config_t *conf)
 {
+    const char *err;
+    for (const gw_plugin_t *const *p = gw_plugins; *p != NULL; ++p)
+        if ((*p)->init != NULL && (err = (*p)->init(conf)) != NULL)
+            return err;
     gw_api10_add_rewrite(rewrite);
+    return NULL;
 }

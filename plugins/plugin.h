@@ -9,11 +9,14 @@
 #define GW_PLUGIN_H
 
 #include <h2o.h>
+#include "config.h"
 #include "trust.h"
 
 typedef struct st_gw_plugin_t {
     const char *name;      /* for logs */
     const char *extension; /* the API extension it provides, advertised in GET /1.0 while the cluster lacks it */
+    /* reads what it needs of the configuration at start (NULL: nothing); returns NULL or an error */
+    const char *(*init)(const gw_config_t *conf);
     /* 1 if this plugin answers `req` (only asked while the cluster lacks the extension); must not block or answer */
     int (*claims)(h2o_req_t *req, const gw_caller_t *caller);
     /* answers `req` (asynchronously) */
@@ -23,8 +26,9 @@ typedef struct st_gw_plugin_t {
 /* every plugin, NULL-terminated (plugins/registry.c) */
 extern const gw_plugin_t *const gw_plugins[];
 
-/* registers the GET /1.0 rewrite (extensions, value types); call once at start */
-void gw_plugins_init(void);
+/* initialises every plugin and registers the GET /1.0 rewrite (extensions, value types); call once at start.
+ * Returns NULL or an error */
+const char *gw_plugins_init(const gw_config_t *conf);
 /* the first plugin that claims `req` answers it (returns 1); 0 when none does */
 int gw_plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller);
 

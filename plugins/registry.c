@@ -4,8 +4,10 @@
 #include "members.h"
 #include "plugin.h"
 
-/* single-call capabilities are added here as they are built (volume copy: issue 4, move: issue 5) */
-const gw_plugin_t *const gw_plugins[] = {NULL};
+extern const gw_plugin_t gw_plugin_volume_copy;
+
+/* single-call capabilities, asked in this order */
+const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, NULL};
 
 int gw_plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller)
 {

@@ -60,3 +60,22 @@ def lxc(gateway, tmp_path_factory):
     client = Lxc(conf)
     client.run("remote", "add", "gw", f"https://{GW_ADDR}", "--accept-certificate")
     return client
+
+
+@pytest.fixture(scope="session")
+def incus(gateway, tmp_path_factory):
+    """incus 6.0.4 with its own config and a certificate the cluster trusts, remote `gw` = the gateway."""
+    conf = str(tmp_path_factory.mktemp("incus-conf"))
+    env = dict(os.environ, INCUS_CONF=conf)
+
+    def run(*args, check=True):
+        return sh(["incus", *args], check=check, env=env)
+
+    run("remote", "generate-certificate")
+    member_lxc("node1", "config", "trust", "add", os.path.join(conf, "client.crt"), "--name", "incus-e2e")
+    fp = sh(["openssl", "x509", "-in", os.path.join(conf, "client.crt"), "-noout", "-fingerprint", "-sha256"]).stdout
+    fp = fp.split("=")[1].strip().replace(":", "").lower()
+    gateway.wait_trusted(os.path.join(conf, "client.crt"), os.path.join(conf, "client.key"))
+    run("remote", "add", "gw", "https://127.0.0.1:8443", "--accept-certificate")
+    yield run
+    member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)

@@ -1,10 +1,15 @@
 """Small helpers shared by the e2e tests: running commands, the gateway process, lxc with its own config."""
 import glob
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
+
+
+MiB = 1 << 20
+CLUSTER_DIR = os.environ.get("LXDGW_CLUSTER_DIR", "/var/tmp/lxdgw-cluster")
 
 
 def sh(cmd, check=True, input=None, timeout=600, env=None):
@@ -100,3 +105,35 @@ class Lxc:
     def run(self, *args, check=True, timeout=600, input=None):
         env = dict(os.environ, LXD_CONF=self.conf)
         return sh(["lxc", *args], check=check, timeout=timeout, input=input, env=env)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(4 * MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_file(path, size):
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def volume_dir(node, vol, project="default"):
+    return f"{CLUSTER_DIR}/{node}/storage-pools/pool1/custom/{project}_{vol}"
+
+
+def tree_digest(path):
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            h.update(os.path.relpath(p, path).encode())
+            h.update(sha256_file(p).encode())
+    return h.hexdigest()

@@ -1,5 +1,4 @@
 """Foundation issue: every ordinary `lxc` 5.0.2 command works through the gateway, against the real cluster."""
-import hashlib
 import json
 import os
 import subprocess
@@ -9,26 +8,7 @@ import time
 import pytest
 
 from conftest import CLUSTER_DIR, member_lxc
-from helpers import curl, sh
-
-MiB = 1 << 20
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def random_file(path, size):
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 8 * MiB)
-            f.write(os.urandom(n))
-            left -= n
+from helpers import MiB, curl, random_file, sh, sha256_file, tree_digest, volume_dir
 
 
 def test_get_1_0_trusted_through_gateway(lxc, gateway, env):
@@ -176,21 +156,6 @@ def test_monitor_receives_events(lxc):
 def test_operation_list(lxc):
     r = lxc.run("operation", "list", "gw:", "--format", "csv")
     assert r.returncode == 0
-
-
-def volume_dir(node, vol, project="default"):
-    return f"{CLUSTER_DIR}/{node}/storage-pools/pool1/custom/{project}_{vol}"
-
-
-def tree_digest(path):
-    h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
-        dirs.sort()
-        for name in sorted(files):
-            p = os.path.join(root, name)
-            h.update(os.path.relpath(p, path).encode())
-            h.update(sha256_file(p).encode())
-    return h.hexdigest()
 
 
 def test_three_call_volume_copy_across_members(lxc):

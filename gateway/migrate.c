@@ -1,0 +1,154 @@
+/*
+ * migrate.c: see migrate.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backend.h"
+#include "log.h"
+#include "migrate.h"
+
+#define STEP_TIMEOUT_MS 30000 /* each step's POST answers at once (the transfer runs in the target's operation) */
+
+static char *cluster_pem; /* the cluster certificate, sent in step 2 */
+
+typedef struct st_migrate_t {
+    gw_migrate_spec_t spec; /* strings and dst_volume owned */
+    char *src_op;           /* id of the step-1 operation */
+    gw_migrate_cb cb;
+    void *data;
+} migrate_t;
+
+const char *gw_migrate_init(const char *file)
+{
+    FILE *fp = fopen(file, "r");
+    if (fp == NULL)
+        return "cannot read the cluster certificate";
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    if (strstr(buf, "-----BEGIN CERTIFICATE-----") == NULL)
+        return "the cluster certificate is not PEM";
+    free(cluster_pem);
+    cluster_pem = strdup(buf);
+    return NULL;
+}
+
+/* a path segment or query value, percent-encoded (malloc'd) */
+static char *esc(const char *s)
+{
+    char *e = curl_easy_escape(NULL, s, 0), *copy = strdup(e);
+    curl_free(e);
+    return copy;
+}
+
+/* "/1.0/storage-pools/<pool>/volumes/custom[/<name>]?project=<p>&target=<member>" (malloc'd) */
+static char *volume_path(const char *pool, const char *name, const char *project, const char *member)
+{
+    char *p = esc(pool), *n = name != NULL ? esc(name) : NULL, *pr = esc(project), *m = esc(member), *path;
+    if (asprintf(&path, "/1.0/storage-pools/%s/volumes/custom%s%s?project=%s&target=%s", p, n != NULL ? "/" : "",
+                 n != NULL ? n : "", pr, m) < 0)
+        abort();
+    free(p), free(n), free(pr), free(m);
+    return path;
+}
+
+static void finish(migrate_t *mg, const char *err, long status, json_t *answer, const char *location)
+{
+    mg->cb(mg->data, err, status, answer, location);
+    free((char *)mg->spec.src_pool), free((char *)mg->spec.src_project), free((char *)mg->spec.src_name);
+    free((char *)mg->spec.dst_pool), free((char *)mg->spec.dst_project);
+    json_decref(mg->spec.dst_volume);
+    free(mg->src_op);
+    free(mg);
+}
+
+static void on_source_cancelled(void *data, const char *err, long status, json_t *json)
+{
+    char *op = data;
+    const char *why = err != NULL ? err : json_string_value(json_object_get(json, "error"));
+    if (err == NULL && status / 100 == 2)
+        gw_log(GW_LOG_INFO, "migration source cancelled", "operation", op, NULL);
+    else /* LXD 5.0.2: "This operation can't be cancelled"; it times out by itself, having touched nothing */
+        gw_log(GW_LOG_INFO, "migration source left to time out (10 s)", "operation", op, "reason", why != NULL ? why : "-", NULL);
+    free(op);
+}
+
+static void cancel_source(migrate_t *mg)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/1.0/operations/%s", mg->src_op);
+    gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_source_cancelled, strdup(mg->src_op));
+}
+
+/* step 2 answered */
+static void on_target(void *data, const char *err, long status, json_t *json)
+{
+    migrate_t *mg = data;
+    if (err != NULL || status / 100 != 2) {
+        gw_log(GW_LOG_WARN, "migration sink refused", "member", mg->spec.dst->name, "source_operation", mg->src_op, "err",
+               err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
+        cancel_source(mg);
+    }
+    finish(mg, err, status, json, err == NULL ? gw_backend_header("Location") : NULL);
+}
+
+static void start_target(migrate_t *mg, json_t *secrets)
+{
+    char *path = volume_path(mg->spec.dst_pool, NULL, mg->spec.dst_project, mg->spec.dst->name), *opurl;
+    if (asprintf(&opurl, "%s/1.0/operations/%s", mg->spec.src->url, mg->src_op) < 0)
+        abort();
+    json_t *body = json_deep_copy(mg->spec.dst_volume);
+    json_object_set_new(body, "source",
+                        json_pack("{s:s, s:s, s:s, s:s, s:O, s:b, s:b}", "type", "migration", "mode", "pull", "operation", opurl,
+                                  "certificate", cluster_pem, "secrets", secrets, "volume_only", mg->spec.volume_only, "refresh",
+                                  mg->spec.refresh));
+    char *text = json_dumps(body, JSON_COMPACT);
+    gw_backend_call(mg->spec.dst->url, mg->spec.id, "POST", path, text, STEP_TIMEOUT_MS, on_target, mg);
+    free(text);
+    json_decref(body);
+    free(opurl);
+    free(path);
+}
+
+/* step 1 answered: a websocket operation with the secrets, or an error */
+static void on_source(void *data, const char *err, long status, json_t *json)
+{
+    migrate_t *mg = data;
+    json_t *op = json_object_get(json, "metadata"), *secrets = json_object_get(op, "metadata");
+    const char *id = json_string_value(json_object_get(op, "id"));
+    if (err != NULL || status != 202) {
+        finish(mg, err, status, json, NULL);
+        return;
+    }
+    if (id == NULL || !json_is_object(secrets) || json_object_get(secrets, "control") == NULL) {
+        finish(mg, "the source member's migration operation has no secrets", 0, NULL, NULL);
+        return;
+    }
+    mg->src_op = strdup(id);
+    start_target(mg, secrets);
+}
+
+void gw_migrate_start(const gw_migrate_spec_t *spec, gw_migrate_cb cb, void *data)
+{
+    migrate_t *mg = calloc(1, sizeof(*mg));
+    mg->spec = *spec;
+    mg->spec.src_pool = strdup(spec->src_pool);
+    mg->spec.src_project = strdup(spec->src_project);
+    mg->spec.src_name = strdup(spec->src_name);
+    mg->spec.dst_pool = strdup(spec->dst_pool);
+    mg->spec.dst_project = strdup(spec->dst_project);
+    mg->spec.dst_volume = json_deep_copy(spec->dst_volume);
+    mg->cb = cb;
+    mg->data = data;
+    /* LXD 4.0/5.0 refuse it without `name`; `project` in the body would mean a move to another project */
+    json_t *body = json_pack("{s:s, s:s, s:b, s:b}", "name", spec->src_name, "pool", spec->src_pool, "migration", 1, "volume_only",
+                             spec->volume_only);
+    char *text = json_dumps(body, JSON_COMPACT),
+         *path = volume_path(spec->src_pool, spec->src_name, spec->src_project, spec->src->name);
+    gw_backend_call(spec->src->url, spec->id, "POST", path, text, STEP_TIMEOUT_MS, on_source, mg);
+    free(path);
+    free(text);
+    json_decref(body);
+}

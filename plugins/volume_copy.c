@@ -1,0 +1,304 @@
+/*
+ * volume_copy.c: the single-call copy of a custom volume from one cluster member to another
+ * (API extension `cluster_internal_custom_volume_copy`, LXD 5.20).
+ *
+ * Claims `POST /1.0/storage-pools/<pool>/volumes/custom?target=<dst>` whose body has `source.type: copy` and a
+ * `source.location` naming another member. Everything else passes through: no `target`, no `location`, the same
+ * member on both sides (LXD copies locally), and volumes on remote pools (ceph: every member sees them, LXD copies).
+ *
+ * request -> checks (members, source volume, pools, name free on the target) -> migrate.h (step 1 on the source,
+ * step 2 on the target) -> the target's operation, as natively. Nothing touches a member before every check passed;
+ * the checks and both steps run with the caller's identity, so LXD refuses what it would refuse natively.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "log.h"
+#include "lxd.h"
+#include "migrate.h"
+#include "plugin.h"
+#include "proxy.h"
+
+#define MAX_BODY 65536 /* a copy request is a small JSON object; larger bodies are not ours */
+#define CHECK_TIMEOUT_MS 30000
+
+/* a claimed request, malloc'd: the copy goes on when the client leaves after step 1 was sent */
+typedef struct st_copy_t {
+    h2o_req_t *req;            /* NULL once the client went away */
+    struct st_copy_t **holder; /* the request pool's pointer to us (cleared before we are freed) */
+    const gw_identity_t *id;   /* the caller's identity (identities are never freed) */
+    gw_member_t *src, *dst;    /* source.location, ?target= */
+    char *pool, *project;      /* the path's pool, ?project= ("default" when absent) */
+    char *src_pool, *src_proj; /* source.pool, source.project (default: the same as the target's) */
+    char *src_name;            /* source.name */
+    json_t *volume;            /* what the target creates: name, type, config, description, content_type */
+    int volume_only, refresh;  /* source.volume_only, source.refresh */
+} copy_t;
+
+/* "/1.0/storage-pools/<pool>/volumes/custom" (or with a trailing slash): the pool, in the request's pool */
+static const char *pool_of(h2o_req_t *req)
+{
+    static const char prefix[] = "/1.0/storage-pools/", suffix[] = "/volumes/custom";
+    h2o_iovec_t p = req->path_normalized;
+    if (p.len > 0 && p.base[p.len - 1] == '/')
+        --p.len;
+    if (p.len <= sizeof(prefix) - 1 + sizeof(suffix) - 1 || memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
+        memcmp(p.base + p.len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) != 0)
+        return NULL;
+    h2o_iovec_t pool = h2o_iovec_init(p.base + sizeof(prefix) - 1, p.len - (sizeof(prefix) - 1) - (sizeof(suffix) - 1));
+    if (memchr(pool.base, '/', pool.len) != NULL)
+        return NULL;
+    return h2o_strdup(&req->pool, pool.base, pool.len).base;
+}
+
+static json_t *body_of(h2o_req_t *req)
+{
+    if (req->entity.base == NULL || req->entity.len > MAX_BODY)
+        return NULL;
+    json_t *body = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+static const char *str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s != NULL ? s : "";
+}
+
+static int claims(h2o_req_t *req, const gw_caller_t *caller)
+{
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || pool_of(req) == NULL)
+        return 0;
+    if (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED)
+        return 0; /* LXD refuses them: let it say so */
+    const char *target = gw_lxd_query(req, "target");
+    json_t *body = body_of(req), *source = json_object_get(body, "source");
+    int ours = target != NULL && *target != '\0' && strcmp(str(source, "type"), "copy") == 0 && *str(source, "location") != '\0' &&
+               strcmp(str(source, "location"), target) != 0;
+    json_decref(body);
+    return ours;
+}
+
+static void on_req_dispose(void *data)
+{
+    copy_t *c = *(copy_t **)data;
+    if (c != NULL)
+        c->req = NULL;
+}
+
+static void copy_free(copy_t *c)
+{
+    if (c->req != NULL)
+        *c->holder = NULL;
+    free(c->pool), free(c->project), free(c->src_pool), free(c->src_proj), free(c->src_name);
+    json_decref(c->volume);
+    free(c);
+}
+
+/* answers the client (if still there) with `status` and `json` (borrowed), then ends the copy */
+static void answer(copy_t *c, long status, json_t *json, const char *location)
+{
+    if (c->req != NULL) {
+        if (location != NULL)
+            h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_LOCATION, NULL,
+                           h2o_strdup(&c->req->pool, location, SIZE_MAX).base, strlen(location));
+        *c->holder = NULL; /* the request may end as soon as the answer is sent */
+        gw_lxd_send_json(c->req, (int)status, json_incref(json));
+        c->req = NULL;
+    }
+    copy_free(c);
+}
+
+static void refuse(copy_t *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refuse(copy_t *c, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *j = gw_lxd_error_json(status, msg);
+    answer(c, status, j, NULL);
+    json_decref(j);
+}
+
+/* the caller gets a member's answer as it is (an error, or step 2's operation) */
+static void relay(copy_t *c, const char *err, long status, json_t *json, const char *location)
+{
+    if (err != NULL || !json_is_object(json))
+        refuse(c, 502, "Cluster member did not answer: %s", err != NULL ? err : "not JSON");
+    else
+        answer(c, status, json, location);
+}
+
+static void on_migrated(void *data, const char *err, long status, json_t *json, const char *location)
+{
+    copy_t *c = data;
+    const char *op = json_string_value(json_object_get(json_object_get(json, "metadata"), "id"));
+    if (err == NULL && status == 202)
+        gw_log(GW_LOG_INFO, "volume copy started", "pool", c->pool, "volume", str(c->volume, "name"), "from", c->src->name, "to",
+               c->dst->name, "operation", op != NULL ? op : "-", NULL);
+    relay(c, err, status, json, location);
+}
+
+/* checks passed: steps 1 and 2 */
+static void start(copy_t *c)
+{
+    if (c->req == NULL) { /* the client left before anything was changed: nothing to do */
+        copy_free(c);
+        return;
+    }
+    gw_migrate_spec_t spec = {c->id,   c->src,     c->dst,    c->src_pool,    c->src_proj, c->src_name,
+                              c->pool, c->project, c->volume, c->volume_only, c->refresh};
+    gw_migrate_start(&spec, on_migrated, c);
+}
+
+/* a GET of `m` as the caller; `path` is built from escaped parts */
+static void check(copy_t *c, gw_member_t *m, const char *fmt, const char *a, const char *b, const char *project, gw_call_cb cb)
+{
+    char *ea = curl_easy_escape(NULL, a, 0), *eb = b != NULL ? curl_easy_escape(NULL, b, 0) : NULL,
+         *ep = curl_easy_escape(NULL, project, 0), *em = curl_easy_escape(NULL, m->name, 0), path[2048];
+    snprintf(path, sizeof(path), fmt, ea, eb != NULL ? eb : "", ep, em);
+    curl_free(ea), curl_free(eb), curl_free(ep), curl_free(em);
+    gw_backend_call(m->url, c->id, "GET", path, NULL, CHECK_TIMEOUT_MS, cb, c);
+}
+
+/* check 3: no volume of that name on the target (unless refreshing it) */
+static void on_target_volume(void *data, const char *err, long status, json_t *json)
+{
+    copy_t *c = data;
+    if (err == NULL && status == 200 && !c->refresh)
+        refuse(c, 409, "Volume by that name already exists");
+    else if (err == NULL && (status == 200 || (status == 404 && strcmp(str(json, "error"), "Storage volume not found") == 0)))
+        start(c);
+    else
+        relay(c, err, status, json, NULL); /* no such project, not allowed, ... */
+}
+
+/* check 2: the target pool exists on the target member */
+static void on_target_pool(void *data, const char *err, long status, json_t *json)
+{
+    copy_t *c = data;
+    if (err != NULL || status != 200) {
+        relay(c, err, status, json, NULL);
+        return;
+    }
+    check(c, c->dst, "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", c->pool, str(c->volume, "name"), c->project,
+          on_target_volume);
+}
+
+/* check 1: the source volume exists where the caller says, and its pool is local to that member */
+static void on_source_volume(void *data, const char *err, long status, json_t *json)
+{
+    copy_t *c = data;
+    json_t *vol = json_object_get(json, "metadata");
+    if (err != NULL || status != 200) {
+        relay(c, err, status, json, NULL);
+        return;
+    }
+    if (*str(vol, "location") == '\0') { /* a remote pool (ceph): every member sees it and LXD copies it itself */
+        h2o_req_t *req = c->req;
+        const gw_identity_t *id = c->id;
+        copy_free(c);
+        if (req != NULL)
+            gw_proxy_pass(req, id);
+        return;
+    }
+    if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
+        json_object_set(c->volume, "content_type", json_object_get(vol, "content_type"));
+    char *p = curl_easy_escape(NULL, c->pool, 0), *m = curl_easy_escape(NULL, c->dst->name, 0), path[1024];
+    snprintf(path, sizeof(path), "/1.0/storage-pools/%s?target=%s", p, m);
+    curl_free(p), curl_free(m);
+    gw_backend_call(c->dst->url, c->id, "GET", path, NULL, CHECK_TIMEOUT_MS, on_target_pool, c);
+}
+
+static char *dup_or(const char *s, const char *dflt)
+{
+    return strdup(s != NULL && *s != '\0' ? s : dflt);
+}
+
+/* the checks that need no member; NULL or the error to answer (400) */
+static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
+{
+    json_t *source = json_object_get(body, "source");
+    const char *name = str(body, "name"), *type = str(body, "type"), *project = gw_lxd_query(req, "project");
+    c->pool = strdup(pool_of(req));
+    c->project = dup_or(project, "default");
+    c->src_pool = dup_or(str(source, "pool"), c->pool);
+    c->src_proj = dup_or(str(source, "project"), c->project);
+    c->src_name = strdup(str(source, "name"));
+    c->volume_only = json_is_true(json_object_get(source, "volume_only"));
+    c->refresh = json_is_true(json_object_get(source, "refresh"));
+    c->volume = json_pack("{s:s, s:s}", "name", name, "type", "custom");
+    static const char *const kept[] = {"config", "description", "content_type"};
+    for (size_t i = 0; i != sizeof(kept) / sizeof(kept[0]); ++i)
+        if (json_object_get(body, kept[i]) != NULL && !json_is_null(json_object_get(body, kept[i])))
+            json_object_set(c->volume, kept[i], json_object_get(body, kept[i]));
+    if (*name == '\0')
+        return "No name provided";
+    if (strchr(name, '/') != NULL)
+        return "Storage volume names may not contain slashes";
+    if (*type != '\0' && strcmp(type, "custom") != 0)
+        return "Only custom storage volumes can be copied between cluster members";
+    if (*c->src_name == '\0')
+        return "No source volume name supplied";
+    if (strchr(c->src_name, '/') != NULL)
+        return "Copying a single snapshot to another cluster member needs LXD 5.0.3 or later "
+               "(storage_api_remote_volume_snapshot_copy), which this cluster lacks: copy the volume (its snapshots come with it), "
+               "or first copy the snapshot to a new volume on its own member";
+    return NULL;
+}
+
+/* the member `name` named by the request's `what`, known and online; NULL, or the error to answer in `msg` */
+static gw_member_t *usable(const char *name, const char *what, int *status, char *msg, size_t size)
+{
+    gw_member_t *m = gw_members_find(name);
+    if (m == NULL || !m->present) {
+        *status = 404;
+        snprintf(msg, size, "Cluster member not found: \"%s\" (%s)", name, what);
+        return NULL;
+    }
+    if (!m->online || !m->healthy) {
+        *status = 503;
+        snprintf(msg, size, "Cluster member \"%s\" (%s) is offline", name, what);
+        return NULL;
+    }
+    return m;
+}
+
+static void handle(h2o_req_t *req, const gw_caller_t *caller)
+{
+    copy_t *c = calloc(1, sizeof(*c)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_req_dispose);
+    *holder = c;
+    c->holder = holder;
+    c->req = req;
+    c->id = caller->identity;
+    json_t *body = body_of(req);
+    const char *err = parse(c, req, body), *location = str(json_object_get(body, "source"), "location"),
+               *target = gw_lxd_query(req, "target");
+    int status = 400;
+    char msg[512];
+    if (err != NULL) {
+        refuse(c, 400, "%s", err);
+    } else if ((c->src = usable(location, "source.location", &status, msg, sizeof(msg))) == NULL ||
+               (c->dst = usable(target, "target", &status, msg, sizeof(msg))) == NULL) {
+        refuse(c, status, "%s", msg);
+    } else {
+        gw_member_note(req, c->dst);
+        check(c, c->src, "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", c->src_pool, c->src_name, c->src_proj,
+              on_source_volume);
+    }
+    json_decref(body);
+}
+
+static const char *init(const gw_config_t *conf)
+{
+    return gw_migrate_init(conf->cluster_certificate);
+}
+
+const gw_plugin_t gw_plugin_volume_copy = {"volume_copy", "cluster_internal_custom_volume_copy", init, claims, handle};
