@@ -33,7 +33,10 @@ show lxc cluster list gw:
 show lxc storage list gw:
 
 step "4. A custom volume on node1 with data in it"
-ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 demo-copy --target node2 2>/dev/null || true
+for v in demo-copy demo-single; do
+    ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 "$v" --target node2 2>/dev/null || true
+done
+ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 demo-moved --target node3 2>/dev/null || true
 ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 demo-vol --target node1 2>/dev/null || true
 show lxc storage volume create gw:pool1 demo-vol --target node1
 vol="$DIR/node1/storage-pools/pool1/custom/default_demo-vol"
@@ -55,8 +58,21 @@ sleep 1.5 # the gateway learns of the new certificate from the cluster's lifecyc
 ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus remote add gw "https://$GW" --accept-certificate 2>/dev/null || true
 printf '$ incus remote add direct https://127.0.0.11:8443\n'
 ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus remote add direct https://127.0.0.11:8443 --accept-certificate 2>&1 | tail -1 || true
-printf '$ incus storage volume list gw:pool1\n'
-ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume list gw:pool1
+ishow() { printf '$ %s\n' "$*"; ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" "$@"; }
+printf '$ incus info gw: | grep cluster_internal_custom_volume_copy   (added by the gateway; LXD 5.0.2 lacks it)\n'
+ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus info gw: | grep cluster_internal_custom_volume_copy
+
+step "7. The single call: incus copies node1 -> node2 with ONE POST (the gateway runs the 3 steps)"
+printf '$ incus storage volume copy gw:pool1/demo-vol gw:pool1/demo-single --target node1 --destination-target node2 --debug\n'
+ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume copy gw:pool1/demo-vol gw:pool1/demo-single \
+    --target node1 --destination-target node2 --debug 2>&1 | grep -oE 'method=POST url="[^"]*"' || true
+echo "sha256 on node2: $(cat "$DIR/node2/storage-pools/pool1/custom/default_demo-single"/* | sha256sum | cut -c1-16)"
+grep 'msg="volume copy started"' "$DIR/demo-gw/gateway.log" | tail -1
+
+step "8. incus moves the original node1 -> node3 (single-call copy, then the client deletes the source)"
+ishow incus storage volume move gw:pool1/demo-vol gw:pool1/demo-moved --target node1 --destination-target node3
+echo "sha256 on node3: $(cat "$DIR/node3/storage-pools/pool1/custom/default_demo-moved"/* | sha256sum | cut -c1-16)"
+ishow incus storage volume list gw:pool1
 
 cat <<TXT
 
