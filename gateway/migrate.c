@@ -15,6 +15,7 @@ static char *cluster_pem; /* the cluster certificate, sent in step 2 */
 typedef struct st_migrate_t {
     gw_migrate_spec_t spec; /* strings and dst_volume owned */
     char *src_op;           /* id of the step-1 operation */
+    json_t *secrets;        /* its websocket secrets */
     gw_migrate_cb cb;
     void *data;
 } migrate_t;
@@ -61,25 +62,89 @@ static void finish(migrate_t *mg, const char *err, long status, json_t *answer, 
     free((char *)mg->spec.dst_pool), free((char *)mg->spec.dst_project);
     json_decref(mg->spec.dst_volume);
     free(mg->src_op);
+    json_decref(mg->secrets);
     free(mg);
 }
 
-static void on_source_cancelled(void *data, const char *err, long status, json_t *json)
+/* one websocket of an abandoned migration source, connected only to be closed */
+typedef struct st_hangup_t {
+    CURL *easy;
+    struct curl_slist *headers;
+    gw_backend_done_t done;
+} hangup_t;
+
+static void on_hangup_done(void *data, CURLcode result)
 {
-    char *op = data;
-    const char *why = err != NULL ? err : json_string_value(json_object_get(json, "error"));
-    if (err == NULL && status / 100 == 2)
-        gw_log(GW_LOG_INFO, "migration source cancelled", "operation", op, NULL);
-    else /* LXD 5.0.2: "This operation can't be cancelled"; it times out by itself, having touched nothing */
-        gw_log(GW_LOG_INFO, "migration source left to time out (10 s)", "operation", op, "reason", why != NULL ? why : "-", NULL);
-    free(op);
+    hangup_t *h = data;
+    (void)result; /* it ends by our timeout: the member answered 101 and waits for a peer that closes */
+    gw_backend_stop(h->easy);
+    curl_easy_cleanup(h->easy);
+    curl_slist_free_all(h->headers);
+    free(h);
 }
 
+/*
+ * LXD 5.0.2 refuses to cancel a migration source ("This operation can't be cancelled") and waits 10 s for its
+ * sink. Connecting to its websockets and hanging up makes it fail at once ("unexpected EOF"): it has only read.
+ */
+static void hang_up(const gw_migrate_spec_t *spec, const char *op, json_t *secrets)
+{
+    const char *name;
+    json_t *secret;
+    json_object_foreach(secrets, name, secret)
+    {
+        if (!json_is_string(secret))
+            continue;
+        hangup_t *h = calloc(1, sizeof(*h));
+        char url[1024];
+        snprintf(url, sizeof(url), "%s/1.0/operations/%s/websocket?secret=%s", spec->src->url, op, json_string_value(secret));
+        h->easy = gw_backend_easy(spec->id);
+        h->headers = curl_slist_append(h->headers, "Connection: Upgrade");
+        h->headers = curl_slist_append(h->headers, "Upgrade: websocket");
+        h->headers = curl_slist_append(h->headers, "Sec-WebSocket-Version: 13");
+        h->headers = curl_slist_append(h->headers, "Sec-WebSocket-Key: bHhkLWdhdGV3YXktaGFuZw==");
+        curl_easy_setopt(h->easy, CURLOPT_URL, url);
+        curl_easy_setopt(h->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* no websockets over h2 */
+        curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
+        curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, 1000L);
+        h->done = (gw_backend_done_t){on_hangup_done, h};
+        gw_backend_start(h->easy, &h->done);
+    }
+}
+
+typedef struct st_cancel_t {
+    gw_migrate_spec_t spec; /* id and src only */
+    char *op;
+    json_t *secrets;
+} cancel_t;
+
+static void on_source_cancelled(void *data, const char *err, long status, json_t *json)
+{
+    cancel_t *c = data;
+    if (err == NULL && status / 100 == 2) {
+        gw_log(GW_LOG_INFO, "migration source cancelled", "operation", c->op, NULL);
+    } else {
+        const char *why = err != NULL ? err : json_string_value(json_object_get(json, "error"));
+        gw_log(GW_LOG_INFO, "migration source not cancellable: hanging up its websockets", "operation", c->op, "reason",
+               why != NULL ? why : "-", NULL);
+        hang_up(&c->spec, c->op, c->secrets);
+    }
+    json_decref(c->secrets);
+    free(c->op);
+    free(c);
+}
+
+/* step 2 failed: the step-1 operation must not wait for a sink that will never come */
 static void cancel_source(migrate_t *mg)
 {
+    cancel_t *c = calloc(1, sizeof(*c));
+    c->spec.id = mg->spec.id;
+    c->spec.src = mg->spec.src;
+    c->op = strdup(mg->src_op);
+    c->secrets = json_incref(mg->secrets);
     char path[256];
     snprintf(path, sizeof(path), "/1.0/operations/%s", mg->src_op);
-    gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_source_cancelled, strdup(mg->src_op));
+    gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_source_cancelled, c);
 }
 
 /* step 2 answered */
@@ -127,6 +192,7 @@ static void on_source(void *data, const char *err, long status, json_t *json)
         return;
     }
     mg->src_op = strdup(id);
+    mg->secrets = json_incref(secrets);
     start_target(mg, secrets);
 }
 

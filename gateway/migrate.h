@@ -7,7 +7,8 @@
  * operation. The target's answer is a task operation that runs the transfer: it is the result of this module.
  *
  * Neither step deletes anything: the source volume is only read. When step 2 fails, the step-1 operation is
- * cancelled where LXD allows it (LXD 5.0.2 does not: its migration source ends by itself 10 s later, untouched).
+ * cancelled; LXD 5.0.2 refuses that (its migration source may not be cancelled and would wait 10 s for a sink), so
+ * the gateway then connects to its websockets and hangs up, which ends it at once, having only read.
  * Both sub-calls are made with the caller's identity, so each member applies its own access rules.
  */
 #ifndef GW_MIGRATE_H
