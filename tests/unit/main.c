@@ -12,6 +12,7 @@ int main(int argc, char **argv)
         unit_data_dir = argv[1];
     test_config();
     test_tls();
+    test_plugins();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

@@ -21,5 +21,6 @@ extern const char *unit_data_dir; /* tests/unit/data */
 
 void test_config(void);
 void test_tls(void);
+void test_plugins(void);
 
 #endif
