@@ -108,3 +108,28 @@ def test_event_stream_moves_to_another_member(gateway, tmp_path):
     finally:
         sh(["bash", CLUSTER, "start", victim])
         wait_cluster_healthy()
+
+
+def test_copy_to_an_offline_member_is_refused(gateway, env):
+    """The single-call copy checks both members before touching either: a dead target gets a clear 503, and the
+    source is left as it was (no migration source started on it)."""
+    sh(["bash", CLUSTER, "lxc", "node1", "storage", "volume", "create", "pool1", "v-off", "--target", "node1"])
+    body = {"name": "v-off2", "type": "custom", "source": {"type": "copy", "name": "v-off", "pool": "pool1", "location": "node1"}}
+    url = gateway.url + "/1.0/storage-pools/pool1/volumes/custom?target=node3"
+    sh(["bash", CLUSTER, "kill", "node3"])
+    try:
+        deadline, code = time.time() + 15, 0
+        while time.time() < deadline:  # the gateway learns it at the next probe (every 2 s) or refused connection
+            code, answer = curl(url, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"], "POST", body)
+            if code == 503:
+                break
+            time.sleep(0.5)
+        assert code == 503 and answer["error"] == 'Cluster member "node3" (target) is offline', answer
+        ops = sh(["bash", CLUSTER, "lxc", "node1", "query", "/1.0/operations?recursion=1&target=node1"]).stdout
+        assert "Migrating storage volume" not in ops
+        vols = sh(["bash", CLUSTER, "lxc", "node1", "storage", "volume", "list", "pool1", "--format", "csv"]).stdout
+        assert "v-off2" not in vols
+    finally:
+        sh(["bash", CLUSTER, "start", "node3"])
+        wait_cluster_healthy()
+        sh(["bash", CLUSTER, "lxc", "node1", "storage", "volume", "delete", "pool1", "v-off", "--target", "node1"], check=False)
