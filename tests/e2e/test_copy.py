@@ -135,6 +135,25 @@ def test_copy_into_another_project(incus, vol):
         member_lxc("node1", "project", "delete", "p-copy", check=False)
 
 
+def test_copy_into_another_pool(incus, vol):
+    """source.pool differs from the pool in the path: a second dir pool, made on every member as LXD requires."""
+    nodes = ("node1", "node2", "node3")
+    for n in nodes:
+        member_lxc("node1", "storage", "create", "pool-b", "dir", "--target", n, check=False)
+    member_lxc("node1", "storage", "create", "pool-b", "dir", check=False)
+    try:
+        vol()
+        digest = fill("node1", "v-src")
+        out = incus("storage", "volume", "copy", "gw:pool1/v-src", "gw:pool-b/v-dst", "--target", "node1", "--destination-target",
+                    "node2", "--debug")
+        assert len(posts(out.stderr)) == 1
+        assert tree_digest(f"{CLUSTER_DIR}/node2/storage-pools/pool-b/custom/default_v-dst") == digest
+        assert "v-dst" not in volumes("node2")  # not in pool1
+    finally:
+        member_lxc("node2", "storage", "volume", "delete", "pool-b", "v-dst", "--target", "node2", check=False)
+        member_lxc("node1", "storage", "delete", "pool-b", check=False)
+
+
 def test_block_volume(incus, vol):
     vol("v-src", "node1", "--type=block", "size=24MiB")
     img = os.path.join(volume_dir("node1", "v-src"), "root.img")
