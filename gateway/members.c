@@ -124,22 +124,23 @@ static void set_healthy(gw_member_t *m, int healthy, const char *why)
         m->last_ok_at = h2o_now(M.ctx->loop);
 }
 
-int gw_members_have_extension(const char *name)
+int gw_members_lack_extension(const char *name)
 {
-    size_t n = 0;
+    int lacking = 0;
     for (size_t i = 0; i != M.num; ++i) {
         gw_member_t *m = M.list[i];
         if (!m->present)
             continue;
+        if (m->extensions == NULL)
+            return 0; /* not known yet: claim nothing rather than do natively-supported work ourselves */
         int found = 0;
         size_t j;
         json_t *e;
         json_array_foreach(m->extensions, j, e) if (json_is_string(e) && strcmp(json_string_value(e), name) == 0) found = 1;
         if (!found)
-            return 0;
-        ++n;
+            lacking = 1;
     }
-    return n != 0;
+    return lacking;
 }
 
 static void on_probe(void *data, const char *err, long status, json_t *json)

@@ -36,8 +36,9 @@ typedef struct st_gw_member_t {
 const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf);
 /* the next usable member at list position >= *cursor, advancing *cursor past it; NULL when none is left */
 gw_member_t *gw_members_next(size_t *cursor);
-/* every present member reported API extension `name` in its GET /1.0 (0 while any has not answered yet) */
-int gw_members_have_extension(const char *name);
+/* every present member has answered its GET /1.0 probe, and one of them lacks API extension `name` (0 while any
+ * has not answered yet: the gateway does not know, and must not do for a member what it may do natively) */
+int gw_members_lack_extension(const char *name);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use) */

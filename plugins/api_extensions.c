@@ -25,7 +25,7 @@ static void rewrite(json_t *meta, const gw_caller_t *caller)
     (void)caller;
     json_t *exts = json_object_get(meta, "api_extensions");
     for (const gw_plugin_t *const *p = gw_plugins; *p != NULL; ++p)
-        if ((*p)->extension != NULL && !gw_members_have_extension((*p)->extension) && json_is_array(exts) &&
+        if ((*p)->extension != NULL && gw_members_lack_extension((*p)->extension) && json_is_array(exts) &&
             !has(exts, (*p)->extension))
             json_array_append_new(exts, json_string((*p)->extension));
     json_t *config = json_object_get(meta, "config");

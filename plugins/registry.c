@@ -12,8 +12,8 @@ const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, NULL};
 int gw_plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller)
 {
     for (const gw_plugin_t *const *p = gw_plugins; *p != NULL; ++p) {
-        if ((*p)->extension != NULL && gw_members_have_extension((*p)->extension))
-            continue; /* the cluster does it natively: step aside */
+        if ((*p)->extension != NULL && !gw_members_lack_extension((*p)->extension))
+            continue; /* the cluster does it natively (or is not known yet to lack it): step aside */
         if ((*p)->claims(req, caller)) {
             (*p)->handle(req, caller);
             return 1;

@@ -68,7 +68,12 @@ def test_extension_advertised_while_the_cluster_lacks_it(gateway, env):
     direct = json.loads(member_lxc("node1", "query", "/1.0").stdout)
     assert EXT not in direct["api_extensions"]
     for cert in ((env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]), (env["LXDGW_UNTRUSTED_CERT"], env["LXDGW_UNTRUSTED_KEY"])):
-        code, body = curl(gateway.url + "/1.0", *cert)
+        deadline = time.time() + 5  # advertised once every member answered its first probe (milliseconds after start)
+        while True:
+            code, body = curl(gateway.url + "/1.0", *cert)
+            if body["metadata"]["api_extensions"].count(EXT) == 1 or time.time() > deadline:
+                break
+            time.sleep(0.2)
         assert code == 200 and body["metadata"]["api_extensions"].count(EXT) == 1, body["metadata"]["auth"]
 
 
