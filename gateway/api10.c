@@ -22,8 +22,9 @@ static void own_fingerprint(json_t *meta, const gw_caller_t *caller)
         json_object_set_new(meta, "auth_user_name", json_string(caller->fingerprint));
 }
 
-static void rewrite(json_t *answer, long status, const gw_caller_t *caller)
+static void rewrite(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller)
 {
+    (void)req;
     json_t *meta = json_object_get(answer, "metadata");
     if (status != 200 || !json_is_object(meta))
         return;

@@ -11,6 +11,7 @@
 #include "identity.h"
 #include "init.h"
 #include "log.h"
+#include "operations.h"
 #include "members.h"
 #include "plugin.h"
 #include "server.h"
@@ -18,6 +19,8 @@
 #include "tls.h"
 #include "tokens.h"
 #include "trust.h"
+
+#define READY_WAIT_MS 10000 /* the longest the gateway waits to know the cluster before it listens */
 
 #ifndef GW_VERSION
 #define GW_VERSION "0.1.0"
@@ -99,17 +102,39 @@ static int run(const char *config_path)
     }
     gw_backend_init(loop, pin);
     free(pin);
-    if ((err = gw_members_init(&srv.ctx, conf)) != NULL || (err = gw_server_listen(&srv, conf)) != NULL) {
+    if ((err = gw_members_init(&srv.ctx, conf)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
+    X509 *identity_cert = gw_tls_read_cert(conf->identity_certificate, &err);
+    if (identity_cert == NULL) {
+        fprintf(stderr, "lxd-gateway: config: identity.certificate: %s\n", err);
+        return 1;
+    }
+    char identity_fp[GW_FINGERPRINT_LEN + 1];
+    gw_tls_fingerprint(identity_cert, identity_fp);
+    X509_free(identity_cert);
+    gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
     gw_shadow_init(conf->state_dir);
-    if ((err = gw_plugins_init(conf)) != NULL) {
+    if ((err = gw_plugins_init(conf, &srv.ctx)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
+
+    /* listen once the gateway knows the cluster (members and their API extensions, the trust store), so that its
+     * first answers are right; a cluster that does not answer within READY_WAIT_MS does not keep it closed */
+    uint64_t ready_by = h2o_now(loop) + READY_WAIT_MS;
+    while (!stop_requested && !(gw_members_settled() && gw_trust_age_ms() != UINT64_MAX) && h2o_now(loop) < ready_by) {
+        int32_t wait = gw_backend_wait_ms();
+        h2o_evloop_run(loop, wait < 100 ? wait : 100);
+        gw_backend_run_timers();
+    }
+    if ((err = gw_server_listen(&srv, conf)) != NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
 
     while (!stop_requested) {
         int32_t wait = gw_backend_wait_ms();

@@ -22,6 +22,7 @@ static struct {
     h2o_timeout_entry_t tick;
     unsigned rounds;
     gw_call_t *discovery;
+    int discovered; /* the member list was asked for once, and answered (a standalone server answers an error) */
 } M;
 
 static const char *resolve(gw_member_t *m)
@@ -129,8 +130,8 @@ int gw_members_lack_extension(const char *name)
     int lacking = 0;
     for (size_t i = 0; i != M.num; ++i) {
         gw_member_t *m = M.list[i];
-        if (!m->present)
-            continue;
+        if (!m->present || (m->extensions == NULL && !m->healthy))
+            continue; /* a dead member does not decide for the living */
         if (m->extensions == NULL)
             return 0; /* not known yet: claim nothing rather than do natively-supported work ourselves */
         int found = 0;
@@ -147,6 +148,7 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
 {
     gw_member_t *m = data;
     m->probe = NULL;
+    m->probed = 1;
     json_t *exts = json_object_get(json_object_get(json, "metadata"), "api_extensions");
     if (err == NULL && status == 200 && json_is_array(exts)) { /* the untrusted view lists them too */
         json_decref(m->extensions);
@@ -187,6 +189,7 @@ static void on_discovery(void *data, const char *err, long status, json_t *json)
 {
     (void)data;
     M.discovery = NULL;
+    M.discovered = 1;
     json_t *list = json_object_get(json, "metadata");
     if (err != NULL || status != 200 || !json_is_array(list)) {
         /* a standalone server answers an error here: its seeds are all there is */
@@ -205,8 +208,11 @@ static void on_discovery(void *data, const char *err, long status, json_t *json)
         if (url == NULL || name == NULL)
             continue;
         gw_member_t *m = find_url(url);
-        if (m == NULL && (m = add(url, name)) == NULL)
-            continue;
+        if (m == NULL) {
+            if ((m = add(url, name)) == NULL)
+                continue;
+            probe(m); /* what it is and has, now rather than at the next round */
+        }
         if (strcmp(m->name, name) != 0) {
             free(m->name);
             m->name = strdup(name);
@@ -217,6 +223,16 @@ static void on_discovery(void *data, const char *err, long status, json_t *json)
             gw_log(online ? GW_LOG_INFO : GW_LOG_WARN, "member status", "member", name, "status", st, NULL);
         m->online = online;
     }
+}
+
+int gw_members_settled(void)
+{
+    if (!M.discovered)
+        return 0;
+    for (size_t i = 0; i != M.num; ++i)
+        if (M.list[i]->present && !M.list[i]->probed)
+            return 0;
+    return 1;
 }
 
 static void discover(void)

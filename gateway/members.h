@@ -29,6 +29,7 @@ typedef struct st_gw_member_t {
     uint64_t last_ok_at;                      /* h2o_now() of the last good probe; 0 = never */
     gw_call_t *probe;                         /* probe in flight, or NULL */
     json_t *extensions;                       /* api_extensions of its last GET /1.0 answer (NULL: none yet) */
+    int probed;                               /* a probe has ended (answered or failed) at least once */
     h2o_socketpool_t *pools[GW_IDENTITY_MAX]; /* keep-alive TLS connections, one pool per identity */
 } gw_member_t;
 
@@ -36,9 +37,11 @@ typedef struct st_gw_member_t {
 const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf);
 /* the next usable member at list position >= *cursor, advancing *cursor past it; NULL when none is left */
 gw_member_t *gw_members_next(size_t *cursor);
-/* every present member has answered its GET /1.0 probe, and one of them lacks API extension `name` (0 while any
- * has not answered yet: the gateway does not know, and must not do for a member what it may do natively) */
+/* one member lacks API extension `name`, and every healthy member has answered its GET /1.0 probe (0 while a healthy
+ * one has not: the gateway does not know, and must not do for a member what it may do natively) */
 int gw_members_lack_extension(const char *name);
+/* the member list was read once and every member probed once: the gateway knows the cluster (ready to serve) */
+int gw_members_settled(void);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use) */

@@ -26,7 +26,7 @@ static void on_answer(void *data, const char *err, long status, json_t *json)
         gw_lxd_send_error(req, 502, "Cluster member did not answer: %s", err != NULL ? err : "not JSON");
         return;
     }
-    r->fn(json, status, r->caller);
+    r->fn(req, json, status, r->caller);
     const char *etag = gw_backend_header("ETag");
     if (etag != NULL) /* lxc sends it back as If-Match when it changes what it read */
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, h2o_strdup(&req->pool, etag, SIZE_MAX).base,

@@ -13,7 +13,7 @@
 #include "trust.h"
 
 /* changes `answer` (the whole LXD envelope) in place; `status` is the member's HTTP status */
-typedef void (*gw_rewrite_cb)(json_t *answer, long status, const gw_caller_t *caller);
+typedef void (*gw_rewrite_cb)(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller);
 
 /* fetches req's path from a member as `caller`, applies `fn`, answers */
 void gw_rewrite_pass(h2o_req_t *req, const gw_caller_t *caller, gw_rewrite_cb fn);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "plugin.h"
 #include "lxd.h"
+#include "operations.h"
 #include "proxy.h"
 #include "server.h"
 #include "shadow.h"
@@ -57,6 +58,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
 
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
+        return;
+    /* the gateway's own operations (and the cluster's list with them merged in) */
+    if (gw_ops_handle(req, caller))
         return;
     /* the server's description, and token operations, as the caller must see them */
     if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))

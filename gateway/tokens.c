@@ -49,9 +49,9 @@ void gw_tokens_rewrite(json_t *answer)
     rewrite_value(json_object_get(answer, "metadata"), 0);
 }
 
-static void rewrite(json_t *answer, long status, const gw_caller_t *caller)
+static void rewrite(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller)
 {
-    (void)caller;
+    (void)req, (void)caller;
     if (status == 200)
         gw_tokens_rewrite(answer);
 }

@@ -35,11 +35,11 @@ static void rewrite(json_t *meta, const gw_caller_t *caller)
         json_object_set_new(config, key, json_string(json_is_true(v) ? "true" : "false"));
 }
 
-const char *gw_plugins_init(const gw_config_t *conf)
+const char *gw_plugins_init(const gw_config_t *conf, h2o_context_t *ctx)
 {
     const char *err;
     for (const gw_plugin_t *const *p = gw_plugins; *p != NULL; ++p)
-        if ((*p)->init != NULL && (err = (*p)->init(conf)) != NULL)
+        if ((*p)->init != NULL && (err = (*p)->init(conf, ctx)) != NULL)
             return err;
     gw_api10_add_rewrite(rewrite);
     return NULL;

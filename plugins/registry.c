@@ -4,10 +4,10 @@
 #include "members.h"
 #include "plugin.h"
 
-extern const gw_plugin_t gw_plugin_volume_copy;
+extern const gw_plugin_t gw_plugin_volume_copy, gw_plugin_volume_move;
 
 /* single-call capabilities, asked in this order */
-const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, NULL};
+const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, &gw_plugin_volume_move, NULL};
 
 int gw_plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller)
 {

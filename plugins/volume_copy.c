@@ -19,9 +19,7 @@
 #include "migrate.h"
 #include "plugin.h"
 #include "proxy.h"
-
-#define MAX_BODY 65536 /* a copy request is a small JSON object; larger bodies are not ours */
-#define CHECK_TIMEOUT_MS 30000
+#include "volumes.h"
 
 /* a claimed request, malloc'd: the copy goes on when the client leaves after step 1 was sent */
 typedef struct st_copy_t {
@@ -52,23 +50,8 @@ static const char *pool_of(h2o_req_t *req)
     return h2o_strdup(&req->pool, pool.base, pool.len).base;
 }
 
-static json_t *body_of(h2o_req_t *req)
-{
-    if (req->entity.base == NULL || req->entity.len > MAX_BODY)
-        return NULL;
-    json_t *body = json_loadb(req->entity.base, req->entity.len, 0, NULL);
-    if (!json_is_object(body)) {
-        json_decref(body);
-        return NULL;
-    }
-    return body;
-}
-
-static const char *str(json_t *obj, const char *key)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s != NULL ? s : "";
-}
+#define body_of gw_vol_body /* short names for the shared helpers */
+#define str gw_vol_str
 
 static int claims(h2o_req_t *req, const gw_caller_t *caller)
 {
@@ -158,16 +141,6 @@ static void start(copy_t *c)
     gw_migrate_start(&spec, on_migrated, c);
 }
 
-/* a GET of `m` as the caller; `path` is built from escaped parts */
-static void check(copy_t *c, gw_member_t *m, const char *fmt, const char *a, const char *b, const char *project, gw_call_cb cb)
-{
-    char *ea = curl_easy_escape(NULL, a, 0), *eb = b != NULL ? curl_easy_escape(NULL, b, 0) : NULL,
-         *ep = curl_easy_escape(NULL, project, 0), *em = curl_easy_escape(NULL, m->name, 0), path[2048];
-    snprintf(path, sizeof(path), fmt, ea, eb != NULL ? eb : "", ep, em);
-    curl_free(ea), curl_free(eb), curl_free(ep), curl_free(em);
-    gw_backend_call(m->url, c->id, "GET", path, NULL, CHECK_TIMEOUT_MS, cb, c);
-}
-
 /* check 3: no volume of that name on the target (unless refreshing it) */
 static void on_target_volume(void *data, const char *err, long status, json_t *json)
 {
@@ -188,8 +161,7 @@ static void on_target_pool(void *data, const char *err, long status, json_t *jso
         relay(c, err, status, json, NULL);
         return;
     }
-    check(c, c->dst, "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", c->pool, str(c->volume, "name"), c->project,
-          on_target_volume);
+    gw_vol_get(c->dst, c->id, c->pool, str(c->volume, "name"), c->project, on_target_volume, c);
 }
 
 /* check 1: the source volume exists where the caller says, and its pool is local to that member */
@@ -211,10 +183,7 @@ static void on_source_volume(void *data, const char *err, long status, json_t *j
     }
     if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
         json_object_set(c->volume, "content_type", json_object_get(vol, "content_type"));
-    char *p = curl_easy_escape(NULL, c->pool, 0), *m = curl_easy_escape(NULL, c->dst->name, 0), path[1024];
-    snprintf(path, sizeof(path), "/1.0/storage-pools/%s?target=%s", p, m);
-    curl_free(p), curl_free(m);
-    gw_backend_call(c->dst->url, c->id, "GET", path, NULL, CHECK_TIMEOUT_MS, on_target_pool, c);
+    gw_vol_get(c->dst, c->id, c->pool, NULL, c->project, on_target_pool, c);
 }
 
 static char *dup_or(const char *s, const char *dflt)
@@ -254,23 +223,6 @@ static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
     return NULL;
 }
 
-/* the member `name` named by the request's `what`, known and online; NULL, or the error to answer in `msg` */
-static gw_member_t *usable(const char *name, const char *what, int *status, char *msg, size_t size)
-{
-    gw_member_t *m = gw_members_find(name);
-    if (m == NULL || !m->present) {
-        *status = 404;
-        snprintf(msg, size, "Cluster member not found: \"%s\" (%s)", name, what);
-        return NULL;
-    }
-    if (!m->online || !m->healthy) {
-        *status = 503;
-        snprintf(msg, size, "Cluster member \"%s\" (%s) is offline", name, what);
-        return NULL;
-    }
-    return m;
-}
-
 static void handle(h2o_req_t *req, const gw_caller_t *caller)
 {
     copy_t *c = calloc(1, sizeof(*c)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_req_dispose);
@@ -285,19 +237,19 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     char msg[512];
     if (err != NULL) {
         refuse(c, 400, "%s", err);
-    } else if ((c->src = usable(location, "source.location", &status, msg, sizeof(msg))) == NULL ||
-               (c->dst = usable(target, "target", &status, msg, sizeof(msg))) == NULL) {
+    } else if ((c->src = gw_vol_member(location, "source.location", &status, msg, sizeof(msg))) == NULL ||
+               (c->dst = gw_vol_member(target, "target", &status, msg, sizeof(msg))) == NULL) {
         refuse(c, status, "%s", msg);
     } else {
         gw_member_note(req, c->dst);
-        check(c, c->src, "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", c->src_pool, c->src_name, c->src_proj,
-              on_source_volume);
+        gw_vol_get(c->src, c->id, c->src_pool, c->src_name, c->src_proj, on_source_volume, c);
     }
     json_decref(body);
 }
 
-static const char *init(const gw_config_t *conf)
+static const char *init(const gw_config_t *conf, h2o_context_t *ctx)
 {
+    (void)ctx;
     return gw_migrate_init(conf->cluster_certificate);
 }
 

@@ -46,8 +46,8 @@ class Gateway:
         self.proc = None
         self.asan_prefix = os.path.join(state, name + "-sanitizer")
 
-    def start(self):
-        env = dict(os.environ)
+    def start(self, extra_env=None):
+        env = dict(os.environ, **(extra_env or {}))
         # leaks at exit are not checked yet (the process does not free its global state on SIGTERM)
         env["ASAN_OPTIONS"] = f"log_path={self.asan_prefix}:detect_leaks=0:abort_on_error=0"
         env["UBSAN_OPTIONS"] = f"log_path={self.asan_prefix}:print_stacktrace=1"
@@ -80,6 +80,11 @@ class Gateway:
     def logtext(self):
         with open(self.logname, "rb") as f:
             return f.read().decode(errors="replace")
+
+    def kill(self):
+        """SIGKILL: a crash, as far as the gateway can tell."""
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -13,6 +13,7 @@ int main(int argc, char **argv)
     test_config();
     test_tls();
     test_plugins();
+    test_plugins_move();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

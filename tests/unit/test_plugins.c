@@ -75,3 +75,30 @@ void test_plugins(void)
     CHECK(!claims("POST", path, "{\"name\":", GW_TRUST_CLIENT));        /* not JSON: LXD says what is wrong */
     CHECK(!claims("POST", path, NULL, GW_TRUST_CLIENT));
 }
+
+extern const gw_plugin_t gw_plugin_volume_move;
+
+static int claims_move(const char *path, const char *body, gw_trust_kind_t kind)
+{
+    h2o_req_t req;
+    make_req(&req, "POST", path, body);
+    gw_caller_t caller = {.kind = kind};
+    int r = gw_plugin_volume_move.claims(&req, &caller);
+    h2o_mem_clear_pool(&req.pool);
+    return r;
+}
+
+void test_plugins_move(void)
+{
+    static const char move[] = "{\"name\":\"v1\",\"migration\":true,\"source\":{\"location\":\"node1\"}}";
+    CHECK(claims_move("/1.0/storage-pools/pool1/volumes/custom/v1?target=node2", move, GW_TRUST_CLIENT));
+    CHECK(claims_move("/1.0/storage-pools/pool1/volumes/custom/v1?project=p&target=node2", move, GW_TRUST_RESTRICTED));
+    /* target == location is claimed, to be refused with a clear error */
+    CHECK(claims_move("/1.0/storage-pools/pool1/volumes/custom/v1?target=node1", move, GW_TRUST_CLIENT));
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/custom/v1", move, GW_TRUST_CLIENT)); /* a rename */
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/custom/v1?target=node2", "{\"name\":\"v2\"}", GW_TRUST_CLIENT));
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/custom/v1?target=node2", move, GW_TRUST_NONE));
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/custom/v1/snapshots?target=node2", move, GW_TRUST_CLIENT));
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/custom?target=node2", move, GW_TRUST_CLIENT)); /* a create */
+    CHECK(!claims_move("/1.0/storage-pools/pool1/volumes/image/abc?target=node2", move, GW_TRUST_CLIENT));
+}

@@ -22,5 +22,6 @@ extern const char *unit_data_dir; /* tests/unit/data */
 void test_config(void);
 void test_tls(void);
 void test_plugins(void);
+void test_plugins_move(void);
 
 #endif

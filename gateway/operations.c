@@ -1,0 +1,361 @@
+/*
+ * operations.c: see operations.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/rand.h>
+#include "lxd.h"
+#include "operations.h"
+#include "rewrite.h"
+#include "tokens.h"
+
+struct st_gw_op_t {
+    char id[37];                /* UUID, first group = the replica's tag */
+    char *description;          /* "Moving storage volume" */
+    char *project;              /* project the operation belongs to (events, listing, access) */
+    char *location;             /* member name shown in `location` */
+    json_t *resources;          /* {"storage_volumes": [...]} */
+    json_t *metadata;           /* object; progress values are strings */
+    gw_op_status_t status;      /* LXD status code */
+    char *err;                  /* failure reason, or NULL */
+    struct timespec created_at; /* CLOCK_REALTIME */
+    struct timespec updated_at; /* CLOCK_REALTIME */
+    gw_op_cancel_cb cancel;     /* NULL: may not be cancelled */
+    void *cancel_data;          /* passed to cancel */
+    h2o_linklist_t waiters;     /* wait_t.link: GET .../wait requests */
+    h2o_timeout_entry_t drop;   /* GW_OP_KEEP_MS after the end */
+    h2o_linklist_t link;        /* in O.ops */
+};
+
+/* a GET .../wait in progress */
+typedef struct st_wait_t {
+    h2o_req_t *req;
+    gw_op_t *op;
+    h2o_linklist_t link;        /* in op->waiters */
+    h2o_timeout_entry_t expire; /* the client's timeout */
+    h2o_timeout_t timeout;      /* its own (timeouts differ per request) */
+} wait_t;
+
+static struct {
+    h2o_context_t *ctx;
+    char tag[9];
+    h2o_linklist_t ops; /* gw_op_t.link */
+    h2o_timeout_t keep;
+    gw_op_event_cb on_event;
+} O;
+
+void gw_ops_init(h2o_context_t *ctx, const char *tag)
+{
+    O.ctx = ctx;
+    snprintf(O.tag, sizeof(O.tag), "%.8s", tag);
+    h2o_linklist_init_anchor(&O.ops);
+    h2o_timeout_init(ctx->loop, &O.keep, GW_OP_KEEP_MS);
+}
+
+void gw_ops_on_event(gw_op_event_cb cb)
+{
+    O.on_event = cb;
+}
+
+const char *gw_op_id(const gw_op_t *op)
+{
+    return op->id;
+}
+
+const char *gw_op_project(const gw_op_t *op)
+{
+    return op->project;
+}
+
+static const char *status_name(gw_op_status_t s)
+{
+    switch (s) {
+    case GW_OP_RUNNING:
+        return "Running";
+    case GW_OP_CANCELLING:
+        return "Cancelling";
+    case GW_OP_SUCCESS:
+        return "Success";
+    case GW_OP_FAILURE:
+        return "Failure";
+    case GW_OP_CANCELLED:
+        return "Cancelled";
+    }
+    return "Unknown";
+}
+
+/* RFC 3339 with nanoseconds, as Go prints LXD's timestamps */
+static json_t *timestamp(const struct timespec *ts)
+{
+    struct tm tm;
+    char buf[64];
+    gmtime_r(&ts->tv_sec, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%09ldZ", ts->tv_nsec);
+    return json_string(buf);
+}
+
+json_t *gw_op_json(const gw_op_t *op)
+{
+    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:i, s:O, s:O, s:b, s:s, s:s}", "id", op->id, "class", "task", "description",
+                     op->description, "created_at", timestamp(&op->created_at), "updated_at", timestamp(&op->updated_at), "status",
+                     status_name(op->status), "status_code", (int)op->status, "resources", op->resources, "metadata", op->metadata,
+                     "may_cancel", op->cancel != NULL && op->status == GW_OP_RUNNING, "err", op->err != NULL ? op->err : "",
+                     "location", op->location);
+}
+
+/* LXD's event for a change of `op`, to the listener */
+static void changed(gw_op_t *op)
+{
+    clock_gettime(CLOCK_REALTIME, &op->updated_at);
+    if (O.on_event == NULL)
+        return;
+    json_t *event = json_pack("{s:s, s:o, s:o, s:s, s:s}", "type", "operation", "timestamp", timestamp(&op->updated_at), "metadata",
+                              gw_op_json(op), "location", op->location, "project", op->project);
+    O.on_event(op, event);
+    json_decref(event);
+}
+
+gw_op_t *gw_op_start(const char *description, const char *project, const char *location, json_t *resources, gw_op_cancel_cb cancel,
+                     void *data)
+{
+    gw_op_t *op = calloc(1, sizeof(*op));
+    unsigned char r[16];
+    RAND_bytes(r, sizeof(r));
+    r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
+    r[8] = (r[8] & 0x3f) | 0x80; /* variant 1 */
+    snprintf(op->id, sizeof(op->id), "%s-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", O.tag, r[4], r[5], r[6], r[7], r[8],
+             r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+    op->description = strdup(description);
+    op->project = strdup(project);
+    op->location = strdup(location);
+    op->resources = resources != NULL ? resources : json_object();
+    op->metadata = json_object();
+    op->status = GW_OP_RUNNING;
+    op->cancel = cancel;
+    op->cancel_data = data;
+    h2o_linklist_init_anchor(&op->waiters);
+    clock_gettime(CLOCK_REALTIME, &op->created_at);
+    h2o_linklist_insert(&O.ops, &op->link);
+    changed(op);
+    return op;
+}
+
+void gw_op_set(gw_op_t *op, const char *key, json_t *value)
+{
+    json_t *old = json_object_get(op->metadata, key);
+    if (old != NULL && json_equal(old, value)) {
+        json_decref(value);
+        return;
+    }
+    json_object_set_new(op->metadata, key, value);
+    changed(op);
+}
+
+static void send_op(h2o_req_t *req, const gw_op_t *op)
+{
+    gw_lxd_send_sync(req, gw_op_json(op));
+}
+
+static void wait_done(wait_t *w)
+{
+    h2o_linklist_unlink(&w->link);
+    h2o_timeout_unlink(&w->expire);
+    h2o_timeout_dispose(O.ctx->loop, &w->timeout);
+    h2o_req_t *req = w->req;
+    w->req = NULL;
+    send_op(req, w->op);
+}
+
+static void on_drop(h2o_timeout_entry_t *entry)
+{
+    gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, drop, entry);
+    h2o_linklist_unlink(&op->link);
+    free(op->description), free(op->project), free(op->location), free(op->err);
+    json_decref(op->resources);
+    json_decref(op->metadata);
+    free(op);
+}
+
+void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err)
+{
+    op->status = status;
+    free(op->err);
+    op->err = err != NULL ? strdup(err) : NULL;
+    changed(op);
+    while (!h2o_linklist_is_empty(&op->waiters))
+        wait_done(H2O_STRUCT_FROM_MEMBER(wait_t, link, op->waiters.next));
+    op->drop.cb = on_drop;
+    h2o_timeout_link(O.ctx->loop, &O.keep, &op->drop);
+}
+
+void gw_op_send_created(h2o_req_t *req, const gw_op_t *op)
+{
+    char loc[64];
+    int n = snprintf(loc, sizeof(loc), "/1.0/operations/%s", op->id);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL, h2o_strdup(&req->pool, loc, n).base, n);
+    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:o}", "type", "async", "status", "Operation created", "status_code", 100,
+                          "operation", loc, "error_code", 0, "error", "", "metadata", gw_op_json(op));
+    gw_lxd_send_json(req, 202, j);
+}
+
+void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data)
+{
+    for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next)
+        cb(H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l), data);
+}
+
+static gw_op_t *find(const char *id, size_t len)
+{
+    if (len != 36 || memcmp(id, O.tag, 8) != 0)
+        return NULL;
+    for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next) {
+        gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);
+        if (memcmp(op->id, id, 36) == 0)
+            return op;
+    }
+    return NULL;
+}
+
+/* LXD lets a trusted caller see the operations of the projects it may see */
+static int may_see(const gw_caller_t *caller, const char *project)
+{
+    if (caller->kind == GW_TRUST_CLIENT)
+        return 1;
+    if (caller->kind != GW_TRUST_RESTRICTED || caller->projects == NULL)
+        return 0;
+    size_t len = strlen(project);
+    for (const char *p = caller->projects; *p != '\0';) {
+        const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p);
+        if ((size_t)(end - p) == len && memcmp(p, project, len) == 0)
+            return 1;
+        p = comma != NULL ? comma + 1 : end;
+    }
+    return 0;
+}
+
+static void on_wait_dispose(void *data)
+{
+    wait_t *w = *(wait_t **)data;
+    if (w->req != NULL) { /* the client left while waiting */
+        h2o_linklist_unlink(&w->link);
+        h2o_timeout_unlink(&w->expire);
+        h2o_timeout_dispose(O.ctx->loop, &w->timeout);
+    }
+    free(w);
+}
+
+static void on_wait_expire(h2o_timeout_entry_t *entry)
+{
+    wait_t *w = H2O_STRUCT_FROM_MEMBER(wait_t, expire, entry);
+    wait_done(w); /* LXD answers the operation as it is when the timeout passes */
+}
+
+static void start_wait(h2o_req_t *req, gw_op_t *op)
+{
+    const char *t = gw_lxd_query(req, "timeout");
+    long secs = t != NULL && *t != '\0' ? strtol(t, NULL, 10) : -1;
+    if (op->status >= GW_OP_SUCCESS || secs == 0) {
+        send_op(req, op);
+        return;
+    }
+    wait_t *w = calloc(1, sizeof(*w)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_wait_dispose);
+    *holder = w;
+    w->req = req;
+    w->op = op;
+    h2o_linklist_insert(&op->waiters, &w->link);
+    h2o_timeout_init(O.ctx->loop, &w->timeout, secs > 0 ? (uint64_t)secs * 1000 : UINT32_MAX);
+    w->expire.cb = on_wait_expire;
+    h2o_timeout_link(O.ctx->loop, &w->timeout, &w->expire);
+}
+
+static void cancel(h2o_req_t *req, gw_op_t *op)
+{
+    if (op->status != GW_OP_RUNNING) {
+        gw_lxd_send_error(req, 400, "Only running operations can be cancelled");
+        return;
+    }
+    if (op->cancel == NULL) {
+        gw_lxd_send_error(req, 400, "This operation can't be cancelled");
+        return;
+    }
+    op->status = GW_OP_CANCELLING;
+    changed(op);
+    op->cancel(op, op->cancel_data);
+    gw_lxd_send_sync(req, NULL);
+}
+
+/* GET /1.0/operations: the cluster's list (token operations rewritten) with the gateway's own of the project added */
+static void merge(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller)
+{
+    if (status != 200)
+        return;
+    gw_tokens_rewrite(answer);
+    const char *project = gw_lxd_query(req, "project"), *all = gw_lxd_query(req, "all-projects"),
+               *recursion = gw_lxd_query(req, "recursion");
+    int deep = recursion != NULL && strcmp(recursion, "0") != 0 && *recursion != '\0';
+    json_t *meta = json_object_get(answer, "metadata");
+    if (!json_is_object(meta)) {
+        meta = json_object();
+        json_object_set_new(answer, "metadata", meta);
+    }
+    for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next) {
+        gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);
+        int wanted = (all != NULL && strcmp(all, "true") == 0) ||
+                     strcmp(op->project, project != NULL && *project != '\0' ? project : "default") == 0;
+        if (!wanted || !may_see(caller, op->project))
+            continue;
+        char key[16];
+        snprintf(key, sizeof(key), "%s", status_name(op->status));
+        key[0] = (char)(key[0] - 'A' + 'a'); /* LXD groups by lower-cased status */
+        json_t *group = json_object_get(meta, key);
+        if (!json_is_array(group)) {
+            group = json_array();
+            json_object_set_new(meta, key, group);
+        }
+        if (deep) {
+            json_array_append_new(group, gw_op_json(op));
+        } else {
+            char url[64];
+            snprintf(url, sizeof(url), "/1.0/operations/%s", op->id);
+            json_array_append_new(group, json_string(url));
+        }
+    }
+}
+
+int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller)
+{
+    static const char prefix[] = "/1.0/operations";
+    h2o_iovec_t p = req->path_normalized;
+    size_t len = sizeof(prefix) - 1;
+    int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    if (p.len < len || memcmp(p.base, prefix, len) != 0)
+        return 0;
+    if (p.len == len || (p.len == len + 1 && p.base[len] == '/')) { /* the list */
+        if (!get || h2o_linklist_is_empty(&O.ops))
+            return 0; /* nothing to add: tokens.c rewrites it */
+        gw_rewrite_pass(req, caller, merge);
+        return 1;
+    }
+    if (p.base[len] != '/')
+        return 0;
+    const char *id = p.base + len + 1, *end = p.base + p.len, *slash = memchr(id, '/', end - id);
+    gw_op_t *op = find(id, (slash != NULL ? slash : end) - id);
+    if (op == NULL)
+        return 0; /* not ours: the cluster's */
+    if (!may_see(caller, op->project)) {
+        gw_lxd_send_error(req, 403, "not authorized");
+        return 1;
+    }
+    int is_wait = slash != NULL && h2o_memis(slash, end - slash, H2O_STRLIT("/wait"));
+    if (slash == NULL && get)
+        send_op(req, op);
+    else if (is_wait && get)
+        start_wait(req, op);
+    else if (slash == NULL && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
+        cancel(req, op);
+    else
+        gw_lxd_send_error(req, slash == NULL ? 405 : 404, slash == NULL ? "method not allowed" : "not found");
+    return 1;
+}

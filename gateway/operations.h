@@ -1,0 +1,64 @@
+/*
+ * operations.h: operations the gateway itself runs (a single-call move), shown to clients exactly as LXD shows its own.
+ *
+ * An operation is LXD's Operation JSON: a UUID `id`, `class: task`, `description`, RFC 3339 timestamps,
+ * `status`/`status_code`, `resources`, `metadata`, `may_cancel`, `err`, `location`. Clients reach it with the
+ * usual calls, which the gateway answers itself for its own ids: GET /1.0/operations/<id> (`?target=` and
+ * `?project=` ignored), GET .../wait?timeout=N, DELETE (cancel), and GET /1.0/operations (the cluster's list with the
+ * gateway's own merged in). Every other id passes through to the cluster.
+ *
+ * Ids are random UUIDs whose first group is this replica's tag (8 hex digits), so that a replica can tell from an id
+ * which replica runs it (load-balancer issue). A finished operation stays visible for 5 s, as in LXD.
+ */
+#ifndef GW_OPERATIONS_H
+#define GW_OPERATIONS_H
+
+#include <jansson.h>
+#include <h2o.h>
+#include "trust.h"
+
+#define GW_OP_KEEP_MS 5000 /* a finished operation stays visible this long */
+
+typedef enum en_gw_op_status_t {
+    GW_OP_RUNNING = 103,
+    GW_OP_CANCELLING = 104,
+    GW_OP_SUCCESS = 200,
+    GW_OP_FAILURE = 400,
+    GW_OP_CANCELLED = 401,
+} gw_op_status_t;
+
+typedef struct st_gw_op_t gw_op_t;
+
+/* asked to cancel `op` (DELETE): the runner stops and later calls gw_op_finish(op, GW_OP_CANCELLED, ...) */
+typedef void (*gw_op_cancel_cb)(gw_op_t *op, void *data);
+/* told of every change of an operation: `event` is LXD's event JSON of type "operation" (valid during the call) */
+typedef void (*gw_op_event_cb)(const gw_op_t *op, json_t *event);
+
+/* sets up the registry; `tag` (8 hex digits) starts every id; `name` is what events give as their location */
+void gw_ops_init(h2o_context_t *ctx, const char *tag);
+/* a new Running task operation in `project`, on `location` (a member name); `resources` is stolen;
+ * cancel == NULL: it may not be cancelled */
+gw_op_t *gw_op_start(const char *description, const char *project, const char *location, json_t *resources, gw_op_cancel_cb cancel,
+                     void *data);
+/* its id */
+const char *gw_op_id(const gw_op_t *op);
+/* its project */
+const char *gw_op_project(const gw_op_t *op);
+/* sets metadata key `key` to `value` (stolen) and tells listeners when it changed */
+void gw_op_set(gw_op_t *op, const char *key, json_t *value);
+/* ends it (GW_OP_SUCCESS, GW_OP_FAILURE with `err`, GW_OP_CANCELLED); it is dropped GW_OP_KEEP_MS later */
+void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err);
+/* LXD's Operation JSON of `op` (a new reference) */
+json_t *gw_op_json(const gw_op_t *op);
+/* answers `req` as LXD answers a request that started an operation: 202, Location, the async envelope */
+void gw_op_send_created(h2o_req_t *req, const gw_op_t *op);
+/* the listener of every change (one; the events relay) */
+void gw_ops_on_event(gw_op_event_cb cb);
+/* calls `cb` for every operation in the registry, running or kept */
+void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
+
+/* takes GET/DELETE of /1.0/operations/<id>[/wait] for the gateway's own ids, and GET /1.0/operations (returns 1 and
+ * answers); returns 0 for anything else */
+int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * volumes.c: see volumes.h.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "volumes.h"
+
+json_t *gw_vol_body(h2o_req_t *req)
+{
+    if (req->entity.base == NULL || req->entity.len > GW_VOL_MAX_BODY)
+        return NULL;
+    json_t *body = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+const char *gw_vol_str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s != NULL ? s : "";
+}
+
+gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char *msg, size_t size)
+{
+    gw_member_t *m = gw_members_find(name);
+    if (m == NULL || !m->present) {
+        *status = 404;
+        snprintf(msg, size, "Cluster member not found: \"%s\" (%s)", name, what);
+        return NULL;
+    }
+    if (!m->online || !m->healthy) {
+        *status = 503;
+        snprintf(msg, size, "Cluster member \"%s\" (%s) is offline", name, what);
+        return NULL;
+    }
+    return m;
+}
+
+void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
+                void *data)
+{
+    char *ep = curl_easy_escape(NULL, pool, 0), *en = name != NULL ? curl_easy_escape(NULL, name, 0) : NULL,
+         *epr = curl_easy_escape(NULL, project, 0), *em = curl_easy_escape(NULL, m->name, 0), path[2048];
+    if (name != NULL)
+        snprintf(path, sizeof(path), "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", ep, en, epr, em);
+    else
+        snprintf(path, sizeof(path), "/1.0/storage-pools/%s?target=%s", ep, em);
+    curl_free(ep), curl_free(en), curl_free(epr), curl_free(em);
+    gw_backend_call(m->url, id, "GET", path, NULL, 30000, cb, data);
+}
