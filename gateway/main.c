@@ -8,6 +8,7 @@
 #include <h2o.h>
 #include "backend.h"
 #include "config.h"
+#include "eventstream.h"
 #include "identity.h"
 #include "init.h"
 #include "log.h"
@@ -115,6 +116,7 @@ static int run(const char *config_path)
     gw_tls_fingerprint(identity_cert, identity_fp);
     X509_free(identity_cert);
     gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
+    gw_eventstream_init();
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
     gw_shadow_init(conf->state_dir);
     if ((err = gw_plugins_init(conf, &srv.ctx)) != NULL) {

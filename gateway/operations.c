@@ -218,15 +218,14 @@ static gw_op_t *find(const char *id, size_t len)
     return NULL;
 }
 
-/* LXD lets a trusted caller see the operations of the projects it may see */
-static int may_see(const gw_caller_t *caller, const char *project)
+int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project)
 {
-    if (caller->kind == GW_TRUST_CLIENT)
+    if (kind == GW_TRUST_CLIENT)
         return 1;
-    if (caller->kind != GW_TRUST_RESTRICTED || caller->projects == NULL)
+    if (kind != GW_TRUST_RESTRICTED || projects == NULL)
         return 0;
     size_t len = strlen(project);
-    for (const char *p = caller->projects; *p != '\0';) {
+    for (const char *p = projects; *p != '\0';) {
         const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p);
         if ((size_t)(end - p) == len && memcmp(p, project, len) == 0)
             return 1;
@@ -304,7 +303,7 @@ static void merge(h2o_req_t *req, json_t *answer, long status, const gw_caller_t
         gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);
         int wanted = (all != NULL && strcmp(all, "true") == 0) ||
                      strcmp(op->project, project != NULL && *project != '\0' ? project : "default") == 0;
-        if (!wanted || !may_see(caller, op->project))
+        if (!wanted || !gw_ops_may_see(caller->kind, caller->projects, op->project))
             continue;
         char key[16];
         snprintf(key, sizeof(key), "%s", status_name(op->status));
@@ -344,7 +343,7 @@ int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller)
     gw_op_t *op = find(id, (slash != NULL ? slash : end) - id);
     if (op == NULL)
         return 0; /* not ours: the cluster's */
-    if (!may_see(caller, op->project)) {
+    if (!gw_ops_may_see(caller->kind, caller->projects, op->project)) {
         gw_lxd_send_error(req, 403, "not authorized");
         return 1;
     }

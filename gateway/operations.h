@@ -57,6 +57,8 @@ void gw_ops_on_event(gw_op_event_cb cb);
 /* calls `cb` for every operation in the registry, running or kept */
 void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
 
+/* LXD lets a caller of trust `kind` (restricted to `projects`, ","-joined) see the operations of `project` */
+int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project);
 /* takes GET/DELETE of /1.0/operations/<id>[/wait] for the gateway's own ids, and GET /1.0/operations (returns 1 and
  * answers); returns 0 for anything else */
 int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "api10.h"
 #include "enroll.h"
+#include "eventstream.h"
 #include "log.h"
 #include "plugin.h"
 #include "lxd.h"
@@ -59,8 +60,8 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
         return;
-    /* the gateway's own operations (and the cluster's list with them merged in) */
-    if (gw_ops_handle(req, caller))
+    /* the gateway's own operations (and the cluster's list with them merged in), and event streams with their events */
+    if (gw_ops_handle(req, caller) || gw_eventstream_handle(req, caller))
         return;
     /* the server's description, and token operations, as the caller must see them */
     if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))

@@ -2,6 +2,7 @@
 LXD 5.0.2 cluster; a crash of the gateway at any step loses no volume (the journal in state_dir is replayed)."""
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -172,3 +173,27 @@ def test_gateway_crash_at_each_step_loses_nothing(crashable, env, vol, step, out
         assert tree_digest(snapshot_dir("node1", "v-mv", "s1")) == vol["s1"]
         assert volumes("node1")["v-mv"][0].get("user.owner") == "e2e"
     crashable.stop()
+
+
+def test_monitor_started_before_the_post_sees_every_transition(gateway, env, lxc, vol):
+    """`lxc monitor --type=operation` through the gateway: the gateway's own operation arrives on the same stream as
+    the cluster's (the member-side transfer operations), from Running to Success."""
+    mon = subprocess.Popen(["lxc", "monitor", "gw:", "--type=operation", "--format=json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, LXD_CONF=lxc.conf))
+    try:
+        time.sleep(1.5)  # the stream is up (the monitor prints nothing until events come)
+        code, body = post_move(gateway.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
+        assert code == 202, body
+        op_id = body["metadata"]["id"]
+        assert wait_op(gateway.url, env, op_id)["status"] == "Success"
+        time.sleep(1)
+    finally:
+        mon.terminate()
+        out, err = mon.communicate(timeout=10)
+    events = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+    ours = [e for e in events if e["metadata"]["id"] == op_id]
+    statuses = [e["metadata"]["status"] for e in ours]
+    assert statuses[0] == "Running" and statuses[-1] == "Success", (statuses, err[-2000:])
+    assert all(e["type"] == "operation" and e["project"] == "default" for e in ours)
+    others = {e["metadata"]["description"] for e in events if e["metadata"]["id"] != op_id}
+    assert others, "the cluster's own operation events must flow on the same stream"

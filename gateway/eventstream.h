@@ -1,0 +1,21 @@
+/*
+ * eventstream.h: the clients' /1.0/events streams, served by the gateway so that its own operations reach them.
+ *
+ * A client's stream is relayed from a member's stream opened with the caller's identity and the client's own query
+ * (type, project, all-projects): the member applies LXD's filters and rights to the cluster's events. The events of
+ * the gateway's own operations are added, for the types and projects the client asked for and may see. The client's
+ * upgrade is answered only once the member's stream is up, so that nothing between the client's subscription and its
+ * next request is lost, as natively.
+ */
+#ifndef GW_EVENTSTREAM_H
+#define GW_EVENTSTREAM_H
+
+#include <h2o.h>
+#include "trust.h"
+
+/* subscribes to the gateway's operation events; call once at start */
+void gw_eventstream_init(void);
+/* takes a websocket GET /1.0/events of a trusted caller (returns 1); 0 for anything else */
+int gw_eventstream_handle(h2o_req_t *req, const gw_caller_t *caller);
+
+#endif
