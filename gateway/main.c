@@ -15,6 +15,7 @@
 #include "operations.h"
 #include "members.h"
 #include "plugin.h"
+#include "relay.h"
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
@@ -117,6 +118,10 @@ static int run(const char *config_path)
     X509_free(identity_cert);
     gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
     gw_eventstream_init();
+    if ((err = gw_relay_init(conf)) != NULL) {
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
     gw_shadow_init(conf->state_dir);
     if ((err = gw_plugins_init(conf, &srv.ctx)) != NULL) {

@@ -152,6 +152,10 @@ static void on_target(void *data, const char *err, long status, json_t *json)
 {
     migrate_t *mg = data;
     if (err != NULL || status / 100 != 2) {
+        if (mg->spec.relay != NULL && *mg->spec.relay != NULL) {
+            gw_relay_close(*mg->spec.relay);
+            *mg->spec.relay = NULL;
+        }
         gw_log(GW_LOG_WARN, "migration sink refused", "member", mg->spec.dst->name, "source_operation", mg->src_op, "err",
                err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
         cancel_source(mg);
@@ -164,10 +168,18 @@ static void start_target(migrate_t *mg, json_t *secrets)
     char *path = volume_path(mg->spec.dst_pool, NULL, mg->spec.dst_project, mg->spec.dst->name), *opurl;
     if (asprintf(&opurl, "%s/1.0/operations/%s", mg->spec.src->url, mg->src_op) < 0)
         abort();
+    const char *cert = cluster_pem;
+    if (mg->spec.relay != NULL && gw_relay_available()) { /* the target pulls through the gateway, which can cut it */
+        *mg->spec.relay = gw_relay_open(mg->spec.src, mg->spec.id, mg->src_op, secrets);
+        free(opurl);
+        opurl = strdup(gw_relay_url(*mg->spec.relay));
+        secrets = gw_relay_secrets(*mg->spec.relay);
+        cert = gw_relay_certificate();
+    }
     json_t *body = json_deep_copy(mg->spec.dst_volume);
     json_object_set_new(body, "source",
                         json_pack("{s:s, s:s, s:s, s:s, s:O, s:b, s:b}", "type", "migration", "mode", "pull", "operation", opurl,
-                                  "certificate", cluster_pem, "secrets", secrets, "volume_only", mg->spec.volume_only, "refresh",
+                                  "certificate", cert, "secrets", secrets, "volume_only", mg->spec.volume_only, "refresh",
                                   mg->spec.refresh));
     char *text = json_dumps(body, JSON_COMPACT);
     gw_backend_call(mg->spec.dst->url, mg->spec.id, "POST", path, text, STEP_TIMEOUT_MS, on_target, mg);

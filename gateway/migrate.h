@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include "members.h"
+#include "relay.h"
 
 typedef struct st_gw_migrate_spec_t {
     const gw_identity_t *id; /* identity both sub-calls are made with (the caller's) */
@@ -29,6 +30,8 @@ typedef struct st_gw_migrate_spec_t {
     json_t *dst_volume;      /* what the target creates: name, type, config, description, content_type (borrowed) */
     int volume_only;         /* 1: without the source's snapshots */
     int refresh;             /* 1: update an existing target volume (only the differences travel) */
+    gw_relay_t **relay;      /* non-NULL: the data goes through a relay (relay.h) set here, which the caller closes
+                              * when the transfer is over (closing it earlier cuts the transfer); NULL: member to member */
 } gw_migrate_spec_t;
 
 /*

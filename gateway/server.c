@@ -14,6 +14,7 @@
 #include "lxd.h"
 #include "operations.h"
 #include "proxy.h"
+#include "relay.h"
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
@@ -57,6 +58,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     }
     remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
 
+    /* a member pulling a migration through the gateway (the secret is its authority, as in LXD) */
+    if (gw_relay_handle(req))
+        return;
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
         return;
@@ -77,6 +81,31 @@ static h2o_iovec_t env_or_dash(h2o_req_t *req, const char *key, size_t len)
 {
     h2o_iovec_t *v = h2o_req_getenv(req, key, len, 0);
     return v != NULL ? *v : h2o_iovec_init(H2O_STRLIT("-"));
+}
+
+/* the path as logged: the value of a `secret` query parameter (operation websockets) is a credential */
+static char *redact(h2o_mem_pool_t *pool, h2o_iovec_t path)
+{
+    static const char hidden[] = "redacted";
+    char *out = h2o_mem_alloc_pool(pool, path.len + sizeof(hidden)), *o = out;
+    const char *p = path.base, *end = path.base + path.len, *q = memchr(p, '?', path.len);
+    if (q == NULL)
+        q = end;
+    memcpy(o, p, q - p), o += q - p, p = q;
+    int hid = 0;
+    while (p < end) {
+        const char *amp = memchr(p + 1, '&', end - p - 1), *stop = amp != NULL ? amp : end;
+        if (!hid && stop - p > 7 && memcmp(p + 1, "secret=", 7) == 0) {
+            memcpy(o, p, 8), o += 8;
+            memcpy(o, hidden, sizeof(hidden) - 1), o += sizeof(hidden) - 1;
+            hid = 1; /* one is all there is; the buffer has room for one */
+        } else {
+            memcpy(o, p, stop - p), o += stop - p;
+        }
+        p = stop;
+    }
+    *o = '\0';
+    return out;
 }
 
 /* the id of the operation an async answer started ("Location: /1.0/operations/<id>"), or "" */
@@ -113,10 +142,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     snprintf(dur, sizeof(dur), "%.3f", ms);
     h2o_iovec_t fp = env_or_dash(req, H2O_STRLIT("gw.fingerprint")), id = env_or_dash(req, H2O_STRLIT("gw.identity")),
                 member = env_or_dash(req, H2O_STRLIT("gw.member"));
-    char method[16], *path = h2o_mem_alloc_pool(&req->pool, req->input.path.len + 1), fps[80], ids[64], ms_[64];
+    char method[16], *path = redact(&req->pool, req->input.path), fps[80], ids[64], ms_[64];
     snprintf(method, sizeof(method), "%.*s", (int)req->input.method.len, req->input.method.base);
-    memcpy(path, req->input.path.base, req->input.path.len);
-    path[req->input.path.len] = '\0';
     snprintf(fps, sizeof(fps), "%.*s", (int)fp.len, fp.base);
     snprintf(ids, sizeof(ids), "%.*s", (int)id.len, id.base);
     snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);

@@ -137,7 +137,7 @@ static void start(copy_t *c)
         return;
     }
     gw_migrate_spec_t spec = {c->id,   c->src,     c->dst,    c->src_pool,    c->src_proj, c->src_name,
-                              c->pool, c->project, c->volume, c->volume_only, c->refresh};
+                              c->pool, c->project, c->volume, c->volume_only, c->refresh,  NULL};
     gw_migrate_start(&spec, on_migrated, c);
 }
 

@@ -44,6 +44,7 @@ typedef struct st_move_t {
     char *move_id;                           /* journal key: the operation's id */
     gw_op_t *op;                             /* NULL during recovery */
     char *transfer_op;                       /* the target's operation running the transfer */
+    gw_relay_t *relay;                       /* the transfer's data path through the gateway (cut to cancel) */
     int cancelled;                           /* the caller asked to cancel */
     json_t *journal;                         /* the journal record of the move (recovery) */
     char why[512];                           /* why it is rolled back */
@@ -80,6 +81,8 @@ static int pause_at(const char *step)
 
 static void move_free(move_t *m)
 {
+    if (m->relay != NULL)
+        gw_relay_close(m->relay);
     if (m->req != NULL)
         *m->holder = NULL;
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
@@ -321,9 +324,14 @@ static void on_cancel(gw_op_t *op, void *data)
 {
     move_t *m = data;
     (void)op;
-    /* LXD 5.0.2 cannot cancel either side of a transfer: it runs to its end, then the target is removed */
+    /* LXD 5.0.2 cannot cancel either side of a transfer: cutting its data path (the relay) makes it fail on both
+     * members; the roll-back then removes what the target kept. Without a relay it runs to its end first. */
     m->cancelled = 1;
-    gw_log(GW_LOG_INFO, "volume move cancel requested", "move", m->move_id, NULL);
+    gw_log(GW_LOG_INFO, "volume move cancel requested", "move", m->move_id, "cut", m->relay != NULL ? "yes" : "no", NULL);
+    if (m->relay != NULL) {
+        gw_relay_close(m->relay);
+        m->relay = NULL;
+    }
 }
 
 /* every check passed: the operation starts */
@@ -351,7 +359,8 @@ static void begin(move_t *m)
     }
     gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to", m->dst->name,
            NULL);
-    gw_migrate_spec_t spec = {m->id, m->src, m->dst, m->pool, m->project, m->name, m->dst_pool, m->dst_project, m->volume, 0, 0};
+    gw_migrate_spec_t spec = {m->id,       m->src,         m->dst,    m->pool, m->project, m->name,
+                              m->dst_pool, m->dst_project, m->volume, 0,       0,          &m->relay};
     gw_migrate_start(&spec, on_migrated, m);
 }
 

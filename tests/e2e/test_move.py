@@ -197,3 +197,39 @@ def test_monitor_started_before_the_post_sees_every_transition(gateway, env, lxc
     assert all(e["type"] == "operation" and e["project"] == "default" for e in ours)
     others = {e["metadata"]["description"] for e in events if e["metadata"]["id"] != op_id}
     assert others, "the cluster's own operation events must flow on the same stream"
+
+
+def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
+    """DELETE on the operation while 1 GiB is on its way: the transfer is cut (its data path is the gateway's relay),
+    the partial target removed, the source untouched, the operation Cancelled (401)."""
+    incus("storage", "volume", "create", "gw:pool1", "v-mv-big", "--target", "node1")
+    try:
+        src = volume_dir("node1", "v-mv-big")
+        sh(["sh", "-c", f"head -c {1024 * MiB} /dev/urandom > {src}/big.bin"])
+        digest = tree_digest(src)
+        code, body = post_move(gateway.url, env, {"name": "v-mv-big", "migration": True, "source": {"location": "node1"}},
+                               vol="v-mv-big")
+        assert code == 202, body
+        op_id = body["metadata"]["id"]
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the transfer is under way: the target reports progress
+            code, op = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+            if any(k.endswith("_progress") for k in op["metadata"]["metadata"]) or op["metadata"]["status_code"] >= 200:
+                break
+            time.sleep(0.2)
+        assert op["metadata"]["status"] == "Running", op
+        progress = [v for k, v in op["metadata"]["metadata"].items() if k.endswith("_progress")]
+        assert all(isinstance(v, str) for v in progress), op  # lxc type-asserts progress values as strings
+        cancelled_at = time.time()
+        code, answer = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"],
+                            method="DELETE")
+        assert code == 200, answer
+        done = wait_op(gateway.url, env, op_id)
+        print(f"cancelled after {cancelled_at - deadline + 30:.1f} s of transfer, ended {time.time() - cancelled_at:.1f} s later")
+        assert done["status"] == "Cancelled" and done["status_code"] == 401, done
+        assert where("v-mv-big") == ["node1"]
+        assert not os.path.exists(volume_dir("node2", "v-mv-big"))
+        assert tree_digest(src) == digest
+    finally:
+        for n in NODES:
+            member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-big", "--target", n, check=False)

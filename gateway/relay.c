@@ -1,0 +1,328 @@
+/*
+ * relay.c: see relay.h.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <h2o.h>
+#include <h2o/http1.h>
+#include "log.h"
+#include "lxd.h"
+#include "relay.h"
+
+#define MAX_CHANNELS 8 /* websockets per relay (LXD opens control and fs; criu for instances) */
+
+typedef struct st_chan_t chan_t;
+
+struct st_gw_relay_t {
+    char id[37];              /* in the URL the target pulls from */
+    gw_member_t *src;         /* the source member */
+    const gw_identity_t *who; /* identity of the connections to it */
+    char *op;                 /* the source operation */
+    json_t *secrets;          /* its secrets */
+    json_t *ours;             /* the relay's secrets, same names */
+    char *url;                /* https://<gateway>/1.0/operations/<id> */
+    chan_t *chans[MAX_CHANNELS];
+    h2o_linklist_t link; /* in relays */
+};
+
+/* one websocket: the target's connection to us, joined to ours to the source */
+struct st_chan_t {
+    gw_relay_t *relay;
+    h2o_req_t *req;            /* the target's upgrade request, until answered */
+    chan_t **holder;           /* the request pool's pointer to us (NULL once the request is gone) */
+    h2o_http1client_t *client; /* our upgrade request to the source, in flight */
+    h2o_iovec_t upreq;         /* its text */
+    h2o_socket_t *sock[2];     /* [0] the target's, [1] the source's, once both are upgraded */
+    h2o_socket_t *up;          /* the source's, before the target's is upgraded */
+};
+
+static struct {
+    char *cert; /* the gateway's server certificate (PEM) */
+    char *base; /* "https://host:port" members reach the gateway at, or NULL */
+    h2o_linklist_t relays;
+} R = {NULL, NULL, {&R.relays, &R.relays}};
+
+static char *read_file(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return NULL;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+const char *gw_relay_init(const gw_config_t *conf)
+{
+    if ((R.cert = read_file(conf->tls_certificate)) == NULL)
+        return "cannot read tls.certificate";
+    const char *addr = conf->num_public_addresses != 0 ? conf->public_addresses[0] : conf->listen[0];
+    if (strncmp(addr, "0.0.0.0:", 8) != 0 && strncmp(addr, "[::]:", 5) != 0) {
+        R.base = malloc(strlen(addr) + 9);
+        sprintf(R.base, "https://%s", addr);
+    }
+    return NULL;
+}
+
+int gw_relay_available(void)
+{
+    return R.base != NULL;
+}
+
+const char *gw_relay_certificate(void)
+{
+    return R.cert;
+}
+
+static void random_hex(char *out, size_t bytes)
+{
+    unsigned char r[64];
+    RAND_bytes(r, (int)bytes);
+    for (size_t i = 0; i != bytes; ++i)
+        sprintf(out + 2 * i, "%02x", r[i]);
+}
+
+gw_relay_t *gw_relay_open(gw_member_t *src, const gw_identity_t *who, const char *op, json_t *secrets)
+{
+    gw_relay_t *r = calloc(1, sizeof(*r));
+    char hex[33];
+    random_hex(hex, 16);
+    snprintf(r->id, sizeof(r->id), "%.8s-%.4s-4%.3s-a%.3s-%.12s", hex, hex + 8, hex + 12, hex + 15, hex + 18);
+    r->src = src;
+    r->who = who;
+    r->op = strdup(op);
+    r->secrets = json_incref(secrets);
+    r->ours = json_object();
+    const char *name;
+    json_t *v;
+    json_object_foreach(secrets, name, v)
+    {
+        char s[65];
+        random_hex(s, 32);
+        json_object_set_new(r->ours, name, json_string(s));
+    }
+    r->url = malloc(strlen(R.base) + 64);
+    sprintf(r->url, "%s/1.0/operations/%s", R.base, r->id);
+    h2o_linklist_insert(&R.relays, &r->link);
+    return r;
+}
+
+const char *gw_relay_url(gw_relay_t *r)
+{
+    return r->url;
+}
+
+json_t *gw_relay_secrets(gw_relay_t *r)
+{
+    return r->ours;
+}
+
+/* ---- one channel ---- */
+
+static void chan_end(chan_t *c)
+{
+    gw_relay_t *r = c->relay;
+    for (size_t i = 0; i != MAX_CHANNELS; ++i)
+        if (r->chans[i] == c)
+            r->chans[i] = NULL;
+    if (c->holder != NULL)
+        *c->holder = NULL;
+    if (c->client != NULL)
+        h2o_http1client_cancel(c->client);
+    if (c->req != NULL)
+        gw_lxd_send_error(c->req, 502, "The migration source is gone");
+    if (c->up != NULL)
+        h2o_socket_close(c->up);
+    for (size_t i = 0; i != 2; ++i)
+        if (c->sock[i] != NULL)
+            h2o_socket_close(c->sock[i]);
+    free(c->upreq.base);
+    free(c);
+}
+
+static void pipe_on_read(h2o_socket_t *sock, const char *err);
+
+static void pipe_on_written(h2o_socket_t *dst, const char *err)
+{
+    chan_t *c = dst->data;
+    h2o_socket_t *src = dst == c->sock[0] ? c->sock[1] : c->sock[0];
+    if (err != NULL) {
+        chan_end(c);
+        return;
+    }
+    h2o_buffer_consume(&src->input, src->input->size);
+    h2o_socket_read_start(src, pipe_on_read);
+}
+
+static void pipe_on_read(h2o_socket_t *sock, const char *err)
+{
+    chan_t *c = sock->data;
+    if (err != NULL) { /* one side ended: the other one must too */
+        chan_end(c);
+        return;
+    }
+    if (sock->input->size == 0)
+        return;
+    h2o_socket_read_stop(sock); /* until its bytes are written to the other side */
+    h2o_iovec_t buf = h2o_iovec_init(sock->input->bytes, sock->input->size);
+    h2o_socket_write(sock == c->sock[0] ? c->sock[1] : c->sock[0], &buf, 1, pipe_on_written);
+}
+
+/* the target's side is upgraded: join the two */
+static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
+{
+    chan_t *c = data;
+    c->req = NULL;
+    if (sock == NULL) {
+        chan_end(c);
+        return;
+    }
+    h2o_buffer_consume(&sock->input, reqsize);
+    c->sock[0] = sock;
+    c->sock[1] = c->up;
+    c->up = NULL;
+    for (size_t i = 0; i != 2; ++i) {
+        c->sock[i]->data = c;
+        if (c->sock[i]->input->size != 0)
+            pipe_on_read(c->sock[i], NULL);
+        else
+            h2o_socket_read_start(c->sock[i], pipe_on_read);
+    }
+}
+
+static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
+                                          h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
+{
+    chan_t *c = client->data;
+    (void)minor_version, (void)msg;
+    c->client = NULL;
+    if (status != 101 || c->req == NULL) {
+        if (c->req != NULL) {
+            h2o_req_t *req = c->req;
+            c->req = NULL;
+            gw_lxd_send_error(req, status >= 400 ? status : 502, "The migration source refused the connection: %s",
+                              errstr != NULL ? errstr : "not upgraded");
+        }
+        chan_end(c);
+        return NULL;
+    }
+    /* our key was the target's: the source's accept value is the one the target expects */
+    h2o_iovec_t accept = {NULL, 0};
+    for (size_t i = 0; i != num_headers; ++i)
+        if (h2o_lcstris(headers[i].name->base, headers[i].name->len, H2O_STRLIT("sec-websocket-accept")))
+            accept = headers[i].value;
+    c->up = h2o_http1client_steal_socket(client);
+    h2o_buffer_consume(&c->up->input, rlen);
+    c->up->data = c;
+    h2o_req_t *req = c->req;
+    req->res.status = 101;
+    req->res.reason = "Switching Protocols";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL,
+                          h2o_strdup(&req->pool, accept.base, accept.len).base, accept.len);
+    h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
+    return NULL;
+}
+
+static h2o_http1client_head_cb on_up_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
+                                             size_t *reqbufcnt, int *method_is_head)
+{
+    chan_t *c = client->data;
+    if (errstr != NULL) {
+        c->client = NULL;
+        chan_end(c);
+        return NULL;
+    }
+    *reqbufs = &c->upreq;
+    *reqbufcnt = 1;
+    *method_is_head = 0;
+    return on_up_head;
+}
+
+static void on_req_dispose(void *data)
+{
+    chan_t *c = *(chan_t **)data;
+    if (c != NULL) {
+        c->req = NULL;
+        c->holder = NULL;
+    }
+}
+
+/* the secret's name in `r` ("control", "fs"), or NULL */
+static const char *secret_name(gw_relay_t *r, const char *secret)
+{
+    const char *name, *found = NULL;
+    json_t *v;
+    json_object_foreach(r->ours, name, v)
+    {
+        const char *s = json_string_value(v);
+        if (strlen(s) == strlen(secret) && CRYPTO_memcmp(s, secret, strlen(s)) == 0)
+            found = name;
+    }
+    return found;
+}
+
+int gw_relay_handle(h2o_req_t *req)
+{
+    static const char prefix[] = "/1.0/operations/", suffix[] = "/websocket";
+    h2o_iovec_t p = req->path_normalized;
+    if (h2o_linklist_is_empty(&R.relays) || p.len != sizeof(prefix) - 1 + 36 + sizeof(suffix) - 1 ||
+        memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
+        memcmp(p.base + p.len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) != 0)
+        return 0;
+    gw_relay_t *r = NULL;
+    for (h2o_linklist_t *l = R.relays.next; l != &R.relays && r == NULL; l = l->next) {
+        gw_relay_t *x = H2O_STRUCT_FROM_MEMBER(gw_relay_t, link, l);
+        if (memcmp(x->id, p.base + sizeof(prefix) - 1, 36) == 0)
+            r = x;
+    }
+    if (r == NULL)
+        return 0; /* a real operation of the cluster */
+    const char *secret = gw_lxd_query(req, "secret"), *name = secret != NULL ? secret_name(r, secret) : NULL;
+    ssize_t key = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), -1);
+    size_t slot = 0;
+    while (slot != MAX_CHANNELS && r->chans[slot] != NULL)
+        ++slot;
+    if (name == NULL || key == -1 || req->upgrade.base == NULL || slot == MAX_CHANNELS) {
+        gw_lxd_send_error(req, 403, "not authorized");
+        return 1;
+    }
+    chan_t *c = calloc(1, sizeof(*c));
+    c->relay = r;
+    r->chans[slot] = c;
+    c->req = req;
+    c->holder = h2o_mem_alloc_shared(&req->pool, sizeof(*c->holder), on_req_dispose);
+    *c->holder = c;
+    char buf[2048];
+    h2o_iovec_t k = req->headers.entries[key].value;
+    int n =
+        snprintf(buf, sizeof(buf),
+                 "GET /1.0/operations/%s/websocket?secret=%s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %.*s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: lxd-gateway\r\n\r\n",
+                 r->op, json_string_value(json_object_get(r->secrets, name)), (int)r->src->authority.len, r->src->authority.base,
+                 (int)k.len, k.base);
+    c->upreq = h2o_strdup(NULL, buf, n);
+    h2o_url_t url;
+    h2o_url_parse(r->src->url, SIZE_MAX, &url);
+    gw_member_note(req, r->src);
+    h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&r->who->client_ctx, url.host, h2o_url_get_port(&url), 1,
+                            on_up_connect);
+    return 1;
+}
+
+void gw_relay_close(gw_relay_t *r)
+{
+    for (size_t i = 0; i != MAX_CHANNELS; ++i)
+        if (r->chans[i] != NULL)
+            chan_end(r->chans[i]);
+    h2o_linklist_unlink(&r->link);
+    free(r->op);
+    free(r->url);
+    json_decref(r->secrets);
+    json_decref(r->ours);
+    free(r);
+}
