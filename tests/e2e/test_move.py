@@ -233,3 +233,46 @@ def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
     finally:
         for n in NODES:
             member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-big", "--target", n, check=False)
+
+
+CLUSTER = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/cluster.sh")
+
+
+@pytest.mark.parametrize("victim", ["node2", "node1"])  # the target, then the source
+def test_member_killed_during_the_transfer(gateway, env, incus, victim):
+    """A member dies mid-transfer (SIGKILL). The move fails, the source is kept, and once the member is back any
+    partial target is gone: the volume exists exactly once, with its data and config."""
+    incus("storage", "volume", "create", "gw:pool1", "v-mv-kill", "--target", "node1")
+    incus("storage", "volume", "set", "gw:pool1", "v-mv-kill", "user.owner=e2e", "--target", "node1")
+    try:
+        src = volume_dir("node1", "v-mv-kill")
+        sh(["sh", "-c", f"head -c {1024 * MiB} /dev/urandom > {src}/big.bin"])
+        digest = tree_digest(src)
+        code, body = post_move(gateway.url, env, {"name": "v-mv-kill", "migration": True, "source": {"location": "node1"}},
+                               vol="v-mv-kill")
+        assert code == 202, body
+        op_id = body["metadata"]["id"]
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the transfer is under way
+            code, op = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+            if any(k.endswith("_progress") for k in op["metadata"]["metadata"]) or op["metadata"]["status_code"] >= 200:
+                break
+            time.sleep(0.2)
+        assert op["metadata"]["status"] == "Running", op
+        sh(["bash", CLUSTER, "kill", victim])
+        try:
+            done = wait_op(gateway.url, env, op_id)
+            assert done["status"] == "Failure" and done["err"], done
+        finally:
+            sh(["bash", CLUSTER, "start", victim])
+            sh(["bash", CLUSTER, "settle"], timeout=180)
+        deadline = time.time() + 60  # a partial target left on a dead member is removed once it is back
+        while where("v-mv-kill") != ["node1"] and time.time() < deadline:
+            time.sleep(1)
+        assert where("v-mv-kill") == ["node1"]
+        assert tree_digest(src) == digest
+        assert volumes("node1")["v-mv-kill"][0].get("user.owner") == "e2e"
+        assert f"move={op_id} outcome=rolled-back" in gateway.logtext()
+    finally:
+        for n in NODES:
+            member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-kill", "--target", n, check=False)
