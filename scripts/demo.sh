@@ -36,7 +36,9 @@ step "4. A custom volume on node1 with data in it"
 for v in demo-copy demo-single; do
     ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 "$v" --target node2 2>/dev/null || true
 done
-ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 demo-moved --target node3 2>/dev/null || true
+for v in demo-moved demo-single; do
+    ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 "$v" --target node3 2>/dev/null || true
+done
 ip netns exec "$NS" env LXD_CONF="$LXD_CONF" lxc storage volume delete gw:pool1 demo-vol --target node1 2>/dev/null || true
 show lxc storage volume create gw:pool1 demo-vol --target node1
 vol="$DIR/node1/storage-pools/pool1/custom/default_demo-vol"
@@ -72,6 +74,18 @@ grep 'msg="volume copy started"' "$DIR/demo-gw/gateway.log" | tail -1
 step "8. incus moves the original node1 -> node3 (single-call copy, then the client deletes the source)"
 ishow incus storage volume move gw:pool1/demo-vol gw:pool1/demo-moved --target node1 --destination-target node3
 echo "sha256 on node3: $(cat "$DIR/node3/storage-pools/pool1/custom/default_demo-moved"/* | sha256sum | cut -c1-16)"
+
+step "9. The single-call move as ONE gateway operation (raw API), waited on like any LXD operation"
+printf '$ curl -X POST .../volumes/custom/demo-single?target=node3 -d {"name":"demo-single","migration":true,"source":{"location":"node2"}}\n'
+op=$(ip netns exec "$NS" curl -sk --cert "$LXDGW_CLIENT_CERT" --key "$LXDGW_CLIENT_KEY" -X POST \
+    -d '{"name":"demo-single","migration":true,"source":{"location":"node2"}}' \
+    "https://$GW/1.0/storage-pools/pool1/volumes/custom/demo-single?target=node3")
+echo "$op" | python3 -c 'import json,sys; m=json.load(sys.stdin)["metadata"]; print("operation", m["id"], m["description"], m["status"])'
+id=$(echo "$op" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["id"])')
+show lxc operation show "gw:$id"
+ip netns exec "$NS" curl -sk --cert "$LXDGW_CLIENT_CERT" --key "$LXDGW_CLIENT_KEY" "https://$GW/1.0/operations/$id/wait?timeout=120" |
+    python3 -c 'import json,sys; m=json.load(sys.stdin)["metadata"]; print("after wait:", m["status"], m["err"])'
+echo "sha256 on node3: $(cat "$DIR/node3/storage-pools/pool1/custom/default_demo-single"/* | sha256sum | cut -c1-16)"
 ishow incus storage volume list gw:pool1
 
 cat <<TXT

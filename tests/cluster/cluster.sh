@@ -21,6 +21,8 @@
 set -euo pipefail
 
 NS=${LXDGW_NETNS:-lxdgw}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
 NODES=(node1 node2 node3)
 declare -A ADDR=([node1]=127.0.0.11 [node2]=127.0.0.12 [node3]=127.0.0.13)
@@ -60,8 +62,6 @@ take_lock() {
     exec 9>"/run/lock/lxdgw-cluster.$NS.lock"
     flock -w 120 9 || die "another cluster.sh up/down holds /run/lock/lxdgw-cluster.$NS.lock"
 }
-
-ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$NS"; }
 
 # lxc's own client configuration (remotes, client certificate) is kept inside DIR so the script never touches
 # root's ~/.config/lxc, and it disappears with `down`. (`cluster.sh lxc` honours a caller's LXD_CONF.)
@@ -352,15 +352,6 @@ EOF
 
 # ---------------------------------------------------------------------------------------------------
 # down
-
-# pids of this shell and its ancestors: `cluster.sh exec bash` then `cluster.sh down` must not kill itself.
-self_pids() {
-    local p=$$
-    while [ -n "$p" ] && [ "$p" != 0 ]; do
-        echo "$p"
-        p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-    done
-}
 
 # Every process belonging to the cluster: whatever runs in the namespace, anything whose command line names
 # DIR (lxd, `[lxc monitor] DIR/nodeN/containers c1`, lxd forkexec/forkconsole, ...), and all their

@@ -20,6 +20,8 @@
 set -euo pipefail
 
 NS=${LXDGW_NETNS:-lxdgw}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=${LXDGW_CLUSTER_DIR:-/var/tmp/lxdgw-cluster}
 ADDR=${LXDGW_INCUS_ADDR:-127.0.0.21:8443}
 INCUSD=/usr/libexec/incus/incusd
@@ -51,8 +53,6 @@ take_lock() {
     flock -w 60 9 || die "another incus.sh start/stop holds /run/lock/lxdgw-incus.$NS.lock"
 }
 
-ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$NS"; }
-
 # the incus client as the daemon's local admin; its config (no remote but the unix socket) stays in IDIR
 as_admin() { INCUS_DIR=$IDIR INCUS_CONF=$IDIR/client timeout 30 incus "$@"; }
 
@@ -70,15 +70,6 @@ daemon_pid() {
 healthy() {
     [ -e "$IDIR/ready" ] && ns_exists && daemon_pid >/dev/null || return 1
     as_admin query "/1.0/storage-pools/$POOL" >/dev/null 2>&1
-}
-
-# pids of this shell and its ancestors (`cluster.sh exec bash`, then `incus.sh stop`, must not kill itself)
-self_pids() {
-    local p=$$
-    while [ -n "$p" ] && [ "$p" != 0 ]; do
-        echo "$p"
-        p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-    done
 }
 
 # Every process whose command line names IDIR (incusd, lxc monitors, forkfile, ...) and their descendants.

@@ -71,6 +71,8 @@ def test_raw_api_move_is_one_operation(gateway, env, lxc, vol):
     assert op["id"] in shown and "Moving storage volume" in shown, shown
     listed = json.loads(lxc.run("query", "gw:/1.0/operations").stdout)
     assert any(op["id"] in u for group in listed.values() for u in group), listed
+    code, deep = curl(f"{gateway.url}/1.0/operations?recursion=1", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+    assert any(o["id"] == op["id"] for group in deep["metadata"].values() for o in group), deep
     done = wait_op(gateway.url, env, op["id"])
     assert done["status"] == "Success" and done["err"] == "", done
     assert where("v-mv") == ["node2"]  # exactly once: on the target, gone from node1
@@ -87,6 +89,37 @@ def test_move_with_rename(gateway, env, vol):
     assert wait_op(gateway.url, env, body["metadata"]["id"])["status"] == "Success"
     assert where("v-mv") == [] and where("v-mv-renamed") == ["node3"]
     assert_moved(vol, "node3", "v-mv-renamed")
+
+
+def test_move_into_another_project(gateway, env, vol):
+    member_lxc("node1", "project", "create", "p-mv", "-c", "features.storage.volumes=true", check=False)
+    try:
+        code, body = post_move(gateway.url, env, {"name": "v-mv", "project": "p-mv", "migration": True,
+                                                  "source": {"location": "node1"}})
+        assert code == 202, body
+        assert wait_op(gateway.url, env, body["metadata"]["id"])["status"] == "Success"
+        assert where("v-mv") == [] and "v-mv" in volumes("node2", "p-mv")
+        assert tree_digest(volume_dir("node2", "v-mv", "p-mv")) == vol["digest"]
+    finally:
+        member_lxc("node2", "storage", "volume", "delete", "pool1", "v-mv", "--target", "node2", "--project", "p-mv", check=False)
+        member_lxc("node1", "project", "delete", "p-mv", check=False)
+
+
+def test_failed_source_delete_keeps_both_and_says_so(gateway, env, vol):
+    """The copy is good but LXD refuses to delete the source (attached to an instance): the operation fails naming
+    both copies, and both are there: nothing is deleted that has no verified copy, nothing is silently doubled."""
+    member_lxc("node1", "init", "busybox", "c-mv-hold", "--target", "node1")
+    try:
+        member_lxc("node1", "storage", "volume", "attach", "pool1", "v-mv", "c-mv-hold", "/mnt")
+        code, body = post_move(gateway.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
+        assert code == 202, body
+        done = wait_op(gateway.url, env, body["metadata"]["id"])
+        assert done["status"] == "Failure", done
+        assert "both copies exist" in done["err"] and "node1" in done["err"] and "node2" in done["err"], done
+        assert sorted(where("v-mv")) == ["node1", "node2"]
+        assert tree_digest(volume_dir("node2", "v-mv")) == vol["digest"]
+    finally:
+        member_lxc("node1", "delete", "-f", "c-mv-hold", check=False)
 
 
 @pytest.mark.parametrize("case", ["same-member", "unknown-target", "name-taken", "no-volume"])
@@ -199,6 +232,19 @@ def test_monitor_started_before_the_post_sees_every_transition(gateway, env, lxc
     assert others, "the cluster's own operation events must flow on the same stream"
 
 
+def transfer_under_way(gateway, env, op_id, timeout=30):
+    """Waits until the move's operation relays the target's progress (the transfer runs); returns the operation."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        code, body = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+        op = body["metadata"]
+        if any(k.endswith("_progress") for k in op["metadata"]) or op["status_code"] >= 200:
+            break
+        time.sleep(0.2)
+    assert op["status"] == "Running", op
+    return op
+
+
 def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
     """DELETE on the operation while 1 GiB is on its way: the transfer is cut (its data path is the gateway's relay),
     the partial target removed, the source untouched, the operation Cancelled (401)."""
@@ -211,21 +257,16 @@ def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
                                vol="v-mv-big")
         assert code == 202, body
         op_id = body["metadata"]["id"]
-        deadline = time.time() + 30
-        while time.time() < deadline:  # the transfer is under way: the target reports progress
-            code, op = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
-            if any(k.endswith("_progress") for k in op["metadata"]["metadata"]) or op["metadata"]["status_code"] >= 200:
-                break
-            time.sleep(0.2)
-        assert op["metadata"]["status"] == "Running", op
-        progress = [v for k, v in op["metadata"]["metadata"].items() if k.endswith("_progress")]
+        op = transfer_under_way(gateway, env, op_id)
+        started = time.time()
+        progress = [v for k, v in op["metadata"].items() if k.endswith("_progress")]
         assert all(isinstance(v, str) for v in progress), op  # lxc type-asserts progress values as strings
         cancelled_at = time.time()
         code, answer = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"],
                             method="DELETE")
         assert code == 200, answer
         done = wait_op(gateway.url, env, op_id)
-        print(f"cancelled after {cancelled_at - deadline + 30:.1f} s of transfer, ended {time.time() - cancelled_at:.1f} s later")
+        print(f"cancelled {cancelled_at - started:.1f} s into the transfer, ended {time.time() - cancelled_at:.1f} s later")
         assert done["status"] == "Cancelled" and done["status_code"] == 401, done
         assert where("v-mv-big") == ["node1"]
         assert not os.path.exists(volume_dir("node2", "v-mv-big"))
@@ -252,13 +293,7 @@ def test_member_killed_during_the_transfer(gateway, env, incus, victim):
                                vol="v-mv-kill")
         assert code == 202, body
         op_id = body["metadata"]["id"]
-        deadline = time.time() + 30
-        while time.time() < deadline:  # the transfer is under way
-            code, op = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
-            if any(k.endswith("_progress") for k in op["metadata"]["metadata"]) or op["metadata"]["status_code"] >= 200:
-                break
-            time.sleep(0.2)
-        assert op["metadata"]["status"] == "Running", op
+        transfer_under_way(gateway, env, op_id)
         sh(["bash", CLUSTER, "kill", victim])
         try:
             done = wait_op(gateway.url, env, op_id)
