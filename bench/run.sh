@@ -173,8 +173,9 @@ gw_move() { # FROM TO: POST the move, then wait on the gateway's operation
         "https://127.0.0.1:8443/1.0/storage-pools/pool1/volumes/custom/bench-v?target=$2" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["id"])')
     nsx curl -sk --cert "$LXDGW_CLIENT_CERT" --key "$LXDGW_CLIENT_KEY" \
-        "https://127.0.0.1:8443/1.0/operations/$id/wait?timeout=600" | grep -q '"status":"Success"' ||
-        { echo "gateway move $1 -> $2 failed" >&2; exit 1; }
+        "https://127.0.0.1:8443/1.0/operations/$id/wait?timeout=600" >"$out/move.json"
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metadata"]; sys.exit(m["status"] != "Success")' "$out/move.json" ||
+        { echo "gateway move $1 -> $2 failed: $(cat "$out/move.json")" >&2; exit 1; }
 }
 sum=$(sha256sum <"$DIR/node1/storage-pools/pool1/custom/default_bench-v/data.bin")
 best_direct=1e9 best_gw=1e9

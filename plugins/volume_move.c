@@ -32,6 +32,7 @@
 
 #define POLL_WAIT_S "1"       /* long-poll of the target's operation; progress is relayed at this pace */
 #define RECOVER_RETRY_MS 2000 /* an interrupted move waits this long for its members to be reachable */
+#define WATCH_RETRIES 10      /* unusable answers in a row about a transfer before it is given up (RECOVER_RETRY_MS apart) */
 
 typedef struct st_move_t {
     h2o_req_t *req;                          /* the client's request until the operation is created; then NULL */
@@ -46,6 +47,7 @@ typedef struct st_move_t {
     char *transfer_op;                       /* the target's operation running the transfer */
     gw_relay_t *relay;                       /* the transfer's data path through the gateway (cut to cancel) */
     int cancelled;                           /* the caller asked to cancel */
+    unsigned watch_errors;                   /* watch calls in a row that got no usable answer */
     json_t *journal;                         /* the journal record of the move (recovery) */
     char why[512];                           /* why it is rolled back */
     h2o_timeout_entry_t retry;               /* recovery (or a roll-back) waiting for members */
@@ -274,15 +276,31 @@ static void relay_progress(move_t *m, json_t *meta)
     }
 }
 
+static void on_watch_retry(h2o_timeout_entry_t *entry)
+{
+    watch(H2O_STRUCT_FROM_MEMBER(move_t, retry, entry));
+}
+
 static void on_transfer_state(void *data, const char *err, long status, json_t *json)
 {
     move_t *m = data;
     json_t *op = json_object_get(json, "metadata");
-    if (err != NULL || status != 200 || !json_is_object(op)) { /* the target may be down: its op is gone with it */
-        roll_back(m, "Lost track of the transfer on %s (%s); the source was kept", m->dst->name,
+    int answered = err == NULL && json_is_object(op) && (status == 200 || status == 404);
+    if (!answered && !(err != NULL && gw_backend_not_sent()) && ++m->watch_errors <= WATCH_RETRIES) {
+        /* a glitch (reset, timeout, 5xx) says nothing of the transfer, which may still run: ask again. Rolling back
+         * under a running transfer could leave its volume behind */
+        gw_log(GW_LOG_WARN, "transfer state unknown, asking again", "move", m->move_id, "status", gw_log_num((int)status), "err",
+               err != NULL ? err : gw_vol_str(json, "error"), NULL);
+        m->retry.cb = on_watch_retry;
+        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
+        return;
+    }
+    if (err != NULL || status != 200 || !json_is_object(op)) { /* the target is down (its transfer with it), or forgot it */
+        roll_back(m, "Lost track of the transfer on %s (status %ld: %s); the source was kept", m->dst->name, status,
                   err != NULL ? err : gw_vol_str(json, "error"));
         return;
     }
+    m->watch_errors = 0;
     relay_progress(m, json_object_get(op, "metadata"));
     json_int_t code = json_integer_value(json_object_get(op, "status_code"));
     if (code < 200) {
