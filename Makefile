@@ -13,7 +13,11 @@ CORE_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c)) $(wildcard plug
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 
-.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean
+PREFIX ?= /usr/local
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+SYSCONF_DIR ?= /etc/lxd-gateway
+
+.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean install install-check
 all: $(BUILD)/lxd-gateway
 
 $(BUILD)/obj/%.o: %.c $(wildcard gateway/*.h plugins/*.h)
@@ -39,9 +43,21 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" build-asan/lxd-gateway
 
+# binary, man page, systemd unit, example configuration (an existing configuration is never touched)
+install: all
+	install -D -m 0755 $(BUILD)/lxd-gateway $(DESTDIR)$(PREFIX)/bin/lxd-gateway
+	install -D -m 0644 doc/lxd-gateway.8 $(DESTDIR)$(PREFIX)/share/man/man8/lxd-gateway.8
+	sed 's|/usr/local/bin/lxd-gateway|$(PREFIX)/bin/lxd-gateway|; s|/etc/lxd-gateway/|$(SYSCONF_DIR)/|' conf/lxd-gateway.service | \
+		install -D -m 0644 /dev/stdin $(DESTDIR)$(SYSTEMD_UNIT_DIR)/lxd-gateway.service
+	install -D -m 0644 conf/lxd-gateway.yaml $(DESTDIR)$(SYSCONF_DIR)/lxd-gateway.yaml.example
+
+# `make install` into a scratch DESTDIR: every file where it belongs, a man page groff reads without warnings
+install-check: all
+	bash tests/install.sh
+
 # the whole suite, as CI runs it: deps, a warning-free build, unit tests, e2e on the normal and the sanitizer build
 test: deps
-	$(MAKE) format-check all unit asan
+	$(MAKE) format-check all unit install-check asan
 	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
 
 demo: deps all
