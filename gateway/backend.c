@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <curl/curl.h>
 #include "backend.h"
+#include "metrics.h"
 #include "log.h"
 
 #define MAX_BODY (64u << 20) /* a member's JSON answer larger than this is refused, not buffered */
@@ -231,6 +232,9 @@ static void on_call_done(void *data, CURLcode result)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         json = json_loadb(call->in->bytes, call->in->size, 0, NULL);
     }
+    double seconds = 0;
+    curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &seconds);
+    gw_metrics_backend_call(seconds);
     current = call;
     current_result = result;
     call->cb(call->data, err, status, json);

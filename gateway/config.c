@@ -241,6 +241,15 @@ static int k_trust_refresh(ctx_t *c, const char *k, yaml_node_t *n)
     return set_duration(c, k, n, &c->conf->trust_refresh_ms);
 }
 
+static int k_metrics_listen(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    if (set_string(c, k, n, &c->conf->metrics_listen) != 0)
+        return -1;
+    if (!is_hostport(c->conf->metrics_listen))
+        return fail(c, k, n, "expected host:port");
+    return 0;
+}
+
 typedef int (*setter_t)(ctx_t *, const char *, yaml_node_t *);
 static const struct {
     const char *path; /* dotted key path; a path with a NULL setter is a mapping */
@@ -269,6 +278,8 @@ static const struct {
     {"timeouts", NULL},
     {"timeouts.backend", k_backend_timeout},
     {"timeouts.stream", k_stream_timeout},
+    {"metrics", NULL},
+    {"metrics.listen", k_metrics_listen},
 };
 
 static int walk_mapping(ctx_t *c, const char *prefix, yaml_node_t *map)
@@ -386,5 +397,6 @@ void gw_config_free(gw_config_t *conf)
     free(conf->state_dir);
     free(conf->access_log);
     free(conf->audit_log);
+    free(conf->metrics_listen);
     free(conf);
 }

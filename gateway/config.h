@@ -34,6 +34,7 @@ typedef struct st_gw_config_t {
     uint64_t stream_timeout_ms;  /* idle time on a tunnelled websocket (events, exec, console) */
     uint64_t health_interval_ms; /* how often each member is probed */
     uint64_t trust_refresh_ms;   /* how often the trust store is read again in full */
+    char *metrics_listen;        /* "host:port" of the plain-HTTP /metrics listener (Prometheus); NULL = none */
 } gw_config_t;
 
 /* reads FILE; on error returns NULL and sets *err to a malloc'd one-line message naming the key and line */

@@ -96,6 +96,13 @@ gw_member_t *gw_members_next(size_t *cursor)
     return NULL;
 }
 
+void gw_members_foreach(void (*cb)(const gw_member_t *m, void *data), void *data)
+{
+    for (size_t i = 0; i != M.num; ++i)
+        if (M.list[i]->present)
+            cb(M.list[i], data);
+}
+
 gw_member_t *gw_members_find(const char *name)
 {
     for (size_t i = 0; i != M.num; ++i)

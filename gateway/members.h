@@ -42,6 +42,8 @@ gw_member_t *gw_members_next(size_t *cursor);
 int gw_members_lack_extension(const char *name);
 /* the member list was read once and every member probed once: the gateway knows the cluster (ready to serve) */
 int gw_members_settled(void);
+/* calls `cb` for every member the cluster lists */
+void gw_members_foreach(void (*cb)(const gw_member_t *m, void *data), void *data);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use) */

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <openssl/rand.h>
 #include "lxd.h"
+#include "metrics.h"
 #include "operations.h"
 #include "rewrite.h"
 #include "tokens.h"
@@ -181,6 +182,9 @@ static void on_drop(h2o_timeout_entry_t *entry)
 void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err)
 {
     op->status = status;
+    gw_metrics_op_finished(op->description, status == GW_OP_SUCCESS     ? "success"
+                                            : status == GW_OP_CANCELLED ? "cancelled"
+                                                                        : "failure");
     free(op->err);
     op->err = err != NULL ? strdup(err) : NULL;
     changed(op);

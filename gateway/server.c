@@ -12,6 +12,7 @@
 #include "log.h"
 #include "plugin.h"
 #include "lxd.h"
+#include "metrics.h"
 #include "operations.h"
 #include "proxy.h"
 #include "relay.h"
@@ -147,10 +148,33 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     snprintf(fps, sizeof(fps), "%.*s", (int)fp.len, fp.base);
     snprintf(ids, sizeof(ids), "%.*s", (int)id.len, id.base);
     snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);
+    gw_metrics_request(req->input.path, req->res.status);
     gw_log_access("remote", remote, "fingerprint", fps, "identity", ids, "method", method, "path", path, "status", status, "bytes",
                   bytes, "duration_ms", dur, "member", ms_, NULL);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         gw_log_audit(fps, ids, method, path, req->res.status, operation_of(req));
+}
+
+/* the metrics listener's only answer */
+static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics"))) {
+        h2o_send_error_404(req, "Not Found", "only /metrics here", 0);
+        return 0;
+    }
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        h2o_send_error_generic(req, 405, "Method Not Allowed", "GET /metrics", 0);
+        return 0;
+    }
+    char *text = gw_metrics_text();
+    h2o_iovec_t body = h2o_strdup(&req->pool, text, SIZE_MAX);
+    free(text);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; version=0.0.4"));
+    h2o_send_inline(req, body.base, body.len);
+    return 0;
 }
 
 const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop)
@@ -163,9 +187,16 @@ const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_create_handler(path, sizeof(h2o_handler_t))->on_req = on_req;
     h2o_create_logger(path, sizeof(h2o_logger_t))->log_access = log_access;
+    srv->hosts[0] = host;
+    if (conf->metrics_listen != NULL) { /* a host of its own, reachable only from the metrics listener */
+        srv->metrics_hosts[0] = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("lxd-gateway-metrics")), 65535);
+        h2o_create_handler(h2o_config_register_path(srv->metrics_hosts[0], "/", 0), sizeof(h2o_handler_t))->on_req = on_metrics;
+    }
     h2o_context_init(&srv->ctx, loop, &srv->h2o);
     srv->accept.ctx = &srv->ctx;
-    srv->accept.hosts = srv->h2o.hosts;
+    srv->accept.hosts = srv->hosts;
+    srv->metrics_accept.ctx = &srv->ctx;
+    srv->metrics_accept.hosts = srv->metrics_hosts;
     if ((srv->accept.ssl_ctx = gw_tls_server_ctx(conf->tls_certificate, conf->tls_key, &err)) == NULL)
         return err;
     return NULL;
@@ -179,7 +210,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
-    h2o_accept(&srv->accept, sock);
+    h2o_accept(listener == srv->metrics_listener ? &srv->metrics_accept : &srv->accept, sock);
 }
 
 static int open_listener(const char *hostport, const char **err)
@@ -228,6 +259,18 @@ const char *gw_server_listen(gw_server_t *srv, const gw_config_t *conf)
         srv->listeners[srv->num_listeners++] = sock;
         gw_log(GW_LOG_INFO, "listening", "address", conf->listen[i], NULL);
     }
+    if (conf->metrics_listen != NULL) {
+        const char *err = NULL;
+        int fd = open_listener(conf->metrics_listen, &err);
+        if (fd == -1) {
+            gw_log(GW_LOG_ERROR, "cannot listen", "listen", conf->metrics_listen, "err", err, NULL);
+            return "cannot open the metrics address";
+        }
+        srv->metrics_listener = h2o_evloop_socket_create(srv->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        srv->metrics_listener->data = srv;
+        h2o_socket_read_start(srv->metrics_listener, on_accept);
+        gw_log(GW_LOG_INFO, "metrics listening", "address", conf->metrics_listen, NULL);
+    }
     return NULL;
 }
 
@@ -236,4 +279,8 @@ void gw_server_stop_listening(gw_server_t *srv)
     for (size_t i = 0; i != srv->num_listeners; ++i)
         h2o_socket_close(srv->listeners[i]);
     srv->num_listeners = 0;
+    if (srv->metrics_listener != NULL) {
+        h2o_socket_close(srv->metrics_listener);
+        srv->metrics_listener = NULL;
+    }
 }

@@ -15,6 +15,10 @@ typedef struct st_gw_server_t {
     h2o_accept_ctx_t accept;                     /* what accepted connections are bound to (TLS context, hosts) */
     h2o_socket_t *listeners[GW_CONFIG_MAX_LIST]; /* one per `listen` address */
     size_t num_listeners;
+    h2o_hostconf_t *hosts[2];         /* what clients reach: the gateway (NULL-terminated) */
+    h2o_hostconf_t *metrics_hosts[2]; /* what the metrics listener reaches: /metrics only */
+    h2o_accept_ctx_t metrics_accept;  /* plain HTTP, metrics_hosts */
+    h2o_socket_t *metrics_listener;   /* `metrics.listen`, or NULL */
 } gw_server_t;
 
 /* builds the h2o configuration; call before gw_server_listen */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include "log.h"
 #include "lxd.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "plugin.h"
 #include "proxy.h"
@@ -86,6 +87,7 @@ static void copy_free(copy_t *c)
 /* answers the client (if still there) with `status` and `json` (borrowed), then ends the copy */
 static void answer(copy_t *c, long status, json_t *json, const char *location)
 {
+    gw_metrics_single_call("volume_copy", status == 202 ? "started" : "refused");
     if (c->req != NULL) {
         if (location != NULL)
             h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_LOCATION, NULL,

@@ -24,6 +24,7 @@
 #include "journal.h"
 #include "log.h"
 #include "lxd.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "operations.h"
 #include "plugin.h"
@@ -368,6 +369,7 @@ static void begin(move_t *m)
     *m->holder = NULL;
     m->req = NULL;
     gw_op_send_created(req, m->op);
+    gw_metrics_single_call("volume_move", "started");
     int recorded = journal(m, "begin");
     if (recorded < 0)
         return;
@@ -387,6 +389,7 @@ static void begin(move_t *m)
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...)
 {
+    gw_metrics_single_call("volume_move", "refused");
     if (m->req != NULL) {
         h2o_req_t *req = m->req;
         *m->holder = NULL;

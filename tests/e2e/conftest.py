@@ -16,6 +16,7 @@ from helpers import Gateway, Lxc, curl, sh
 TOP = os.environ["LXDGW_TOP"]
 CLUSTER_DIR = os.environ["LXDGW_CLUSTER_DIR"]
 GW_ADDR = "127.0.0.1:8443"
+METRICS_ADDR = "127.0.0.1:9443"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,8 @@ def gateway(tmp_path_factory):
         "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
     fp = sh(["openssl", "x509", "-in", f"{state}/identity.crt", "-noout", "-fingerprint", "-sha256"]).stdout
     member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
+    with open(f"{state}/lxd-gateway.yaml", "a") as f:
+        f.write(f"metrics:\n  listen: {METRICS_ADDR}\n")
     gw = Gateway(binary, state, GW_ADDR)
     gw.start()
     yield gw
