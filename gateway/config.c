@@ -228,6 +228,10 @@ static int k_backend_timeout(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_duration(c, k, n, &c->conf->backend_timeout_ms);
 }
+static int k_drain_timeout(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    return set_duration(c, k, n, &c->conf->drain_timeout_ms);
+}
 static int k_stream_timeout(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_duration(c, k, n, &c->conf->stream_timeout_ms);
@@ -278,6 +282,7 @@ static const struct {
     {"timeouts", NULL},
     {"timeouts.backend", k_backend_timeout},
     {"timeouts.stream", k_stream_timeout},
+    {"timeouts.drain", k_drain_timeout},
     {"metrics", NULL},
     {"metrics.listen", k_metrics_listen},
 };
@@ -331,7 +336,8 @@ static gw_config_t *new_defaults(void)
 {
     gw_config_t *conf = calloc(1, sizeof(*conf));
     conf->log_level = GW_LOG_INFO;
-    conf->max_request_body = 64ULL << 30;          /* images and backups are large; bodies spill to state_dir */
+    conf->max_request_body = 64ULL << 30; /* images and backups are large; bodies spill to state_dir */
+    conf->drain_timeout_ms = 60 * 1000;
     conf->backend_timeout_ms = 3600 * 1000;        /* LXD long-polls (/wait, exports) stay idle for minutes */
     conf->stream_timeout_ms = 7 * 24 * 3600000ULL; /* an `lxc monitor` or console may stay quiet for days */
     conf->health_interval_ms = 2000;

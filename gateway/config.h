@@ -32,6 +32,7 @@ typedef struct st_gw_config_t {
     uint64_t max_request_body;   /* bytes a request body may have (h2o buffers bodies, spilling to state_dir) */
     uint64_t backend_timeout_ms; /* idle time on a backend connection before it is cut (ordinary requests) */
     uint64_t stream_timeout_ms;  /* idle time on a tunnelled websocket (events, exec, console) */
+    uint64_t drain_timeout_ms;   /* how long SIGTERM waits for running gateway operations before exiting */
     uint64_t health_interval_ms; /* how often each member is probed */
     uint64_t trust_refresh_ms;   /* how often the trust store is read again in full */
     char *metrics_listen;        /* "host:port" of the plain-HTTP /metrics listener (Prometheus); NULL = none */

@@ -28,12 +28,20 @@
 #define GW_VERSION "0.1.0"
 #endif
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* SIGTERM/SIGINT received: 1 = drain, 2 or more = stop now */
 
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_requested = 1;
+    if (stop_requested < 2)
+        ++stop_requested;
+}
+
+static void run_once(h2o_evloop_t *loop, int32_t max_ms)
+{
+    int32_t wait = gw_backend_wait_ms();
+    h2o_evloop_run(loop, wait < max_ms ? wait : max_ms);
+    gw_backend_run_timers();
 }
 
 static void usage(FILE *fp)
@@ -143,13 +151,24 @@ static int run(const char *config_path)
         return 1;
     }
 
-    while (!stop_requested) {
-        int32_t wait = gw_backend_wait_ms();
-        h2o_evloop_run(loop, wait < 1000 ? wait : 1000);
-        gw_backend_run_timers();
-    }
-    gw_log(GW_LOG_INFO, "stopping", NULL);
+    while (!stop_requested)
+        run_once(loop, 1000);
+
+    /* drain: no new connections; running operations (moves) may end within timeouts.drain; a second signal stops at
+     * once. Whatever is cut short is finished or rolled back from the journal at the next start. */
     gw_server_stop_listening(&srv);
+    uint64_t drain_by = h2o_now(loop) + conf->drain_timeout_ms;
+    size_t n = gw_ops_running();
+    gw_log(GW_LOG_INFO, "stopping", "running_operations", gw_log_num((long long)n), NULL);
+    while (n != 0 && stop_requested < 2 && h2o_now(loop) < drain_by) {
+        run_once(loop, 100);
+        n = gw_ops_running();
+    }
+    if (n != 0)
+        gw_log(GW_LOG_WARN, "stopped with operations running; the next start finishes or rolls them back from the journal",
+               "running_operations", gw_log_num((long long)n), NULL);
+    else
+        gw_log(GW_LOG_INFO, "drained", NULL);
     return 0;
 }
 

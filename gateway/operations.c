@@ -210,6 +210,14 @@ void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data)
         cb(H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l), data);
 }
 
+size_t gw_ops_running(void)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next)
+        n += H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l)->status < GW_OP_SUCCESS;
+    return n;
+}
+
 static gw_op_t *find(const char *id, size_t len)
 {
     if (len != 36 || memcmp(id, O.tag, 8) != 0)

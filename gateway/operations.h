@@ -54,6 +54,8 @@ json_t *gw_op_json(const gw_op_t *op);
 void gw_op_send_created(h2o_req_t *req, const gw_op_t *op);
 /* the listener of every change (one; the events relay) */
 void gw_ops_on_event(gw_op_event_cb cb);
+/* how many have not ended yet */
+size_t gw_ops_running(void);
 /* calls `cb` for every operation in the registry, running or kept */
 void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
 

@@ -2,6 +2,7 @@
 LXD 5.0.2 cluster; a crash of the gateway at any step loses no volume (the journal in state_dir is replayed)."""
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -311,3 +312,32 @@ def test_member_killed_during_the_transfer(gateway, env, incus, victim):
     finally:
         for n in NODES:
             member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-kill", "--target", n, check=False)
+
+
+def test_sigterm_drains_a_running_move(crashable, env, incus):
+    """SIGTERM during a move: the gateway stops accepting at once, lets the move end, then exits; nothing for the
+    journal to replay."""
+    incus("storage", "volume", "create", "gw:pool1", "v-mv-drain", "--target", "node1")
+    try:
+        src = volume_dir("node1", "v-mv-drain")
+        sh(["sh", "-c", f"head -c {256 * MiB} /dev/urandom > {src}/data.bin"])
+        digest = tree_digest(src)
+        mark = len(crashable.logtext()) if os.path.exists(crashable.logname) else 0
+        crashable.start()
+        crashable.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+        code, body = post_move(crashable.url, env, {"name": "v-mv-drain", "migration": True, "source": {"location": "node1"}},
+                               vol="v-mv-drain")
+        assert code == 202, body
+        transfer_under_way(crashable, env, body["metadata"]["id"])
+        crashable.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert crashable.proc.poll() is None, "it must wait for the running move"
+        refused = sh(["curl", "-sk", "--max-time", "5", crashable.url + "/1.0"], check=False)
+        assert refused.returncode != 0, "no new connections once draining"
+        assert crashable.proc.wait(90) == 0
+        log = crashable.logtext()[mark:]
+        assert "outcome=moved" in log and 'msg=drained' in log, log[-3000:]
+        assert where("v-mv-drain") == ["node2"] and tree_digest(volume_dir("node2", "v-mv-drain")) == digest
+    finally:
+        for n in NODES:
+            member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-drain", "--target", n, check=False)
