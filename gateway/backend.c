@@ -235,6 +235,13 @@ static void on_call_done(void *data, CURLcode result)
     double seconds = 0;
     curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &seconds);
     gw_metrics_backend_call(seconds);
+    if (gw_log_level <= GW_LOG_DEBUG) {
+        char *url = NULL, ms[32];
+        curl_easy_getinfo(call->easy, CURLINFO_EFFECTIVE_URL, &url);
+        snprintf(ms, sizeof(ms), "%.3f", seconds * 1e3);
+        gw_debug("backend call", "url", url != NULL ? url : "-", "status", gw_log_num(status), "duration_ms", ms, "err",
+                 err != NULL ? err : "-", NULL);
+    }
     current = call;
     current_result = result;
     call->cb(call->data, err, status, json);

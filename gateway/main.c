@@ -16,6 +16,7 @@
 #include "members.h"
 #include "plugin.h"
 #include "relay.h"
+#include "reload.h"
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
@@ -35,6 +36,14 @@ static void on_signal(int sig)
     (void)sig;
     if (stop_requested < 2)
         ++stop_requested;
+}
+
+static volatile sig_atomic_t reload_requested; /* SIGHUP received */
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    reload_requested = 1;
 }
 
 static void run_once(h2o_evloop_t *loop, int32_t max_ms)
@@ -69,19 +78,14 @@ static int run(const char *config_path)
         return 1;
     }
     gw_log_level = conf->log_level;
-    if (conf->access_log != NULL && (gw_log_access_fp = fopen(conf->access_log, "a")) == NULL) {
-        fprintf(stderr, "lxd-gateway: config: log.access: cannot open %s\n", conf->access_log);
-        return 1;
-    }
-    char audit[4096];
-    snprintf(audit, sizeof(audit), "%s/audit.log", conf->state_dir);
-    if ((gw_log_audit_fp = fopen(conf->audit_log != NULL ? conf->audit_log : audit, "a")) == NULL) {
-        fprintf(stderr, "lxd-gateway: config: log.audit: cannot open %s\n", conf->audit_log != NULL ? conf->audit_log : audit);
+    if ((err = gw_logs_open(conf)) != NULL) {
+        fprintf(stderr, "lxd-gateway: config: %s\n", err);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
+    signal(SIGHUP, on_hup);
 
     /* request bodies (image imports, file pushes) past 32 MB spill to files in state_dir, not /tmp */
     snprintf(h2o_socket_buffer_mmap_settings.fn_template, sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s/body.XXXXXX",
@@ -151,8 +155,13 @@ static int run(const char *config_path)
         return 1;
     }
 
-    while (!stop_requested)
+    while (!stop_requested) {
         run_once(loop, 1000);
+        if (reload_requested) {
+            reload_requested = 0;
+            gw_reload(config_path, conf, &srv);
+        }
+    }
 
     /* drain: no new connections; running operations (moves) may end within timeouts.drain; a second signal stops at
      * once. Whatever is cut short is finished or rolled back from the journal at the next start. */

@@ -58,6 +58,9 @@ static char *read_file(const char *path)
 
 const char *gw_relay_init(const gw_config_t *conf)
 {
+    free(R.cert); /* again on reload */
+    free(R.base);
+    R.base = NULL;
     if ((R.cert = read_file(conf->tls_certificate)) == NULL)
         return "cannot read tls.certificate";
     const char *addr = conf->num_public_addresses != 0 ? conf->public_addresses[0] : conf->listen[0];

@@ -10,6 +10,8 @@ static char *fingerprint; /* of the gateway's server certificate */
 
 void gw_tokens_init(const gw_config_t *conf, const char *server_fingerprint)
 {
+    json_decref(addresses); /* again on reload */
+    free(fingerprint);
     addresses = json_array();
     char *const *list = conf->num_public_addresses != 0 ? conf->public_addresses : conf->listen;
     size_t num = conf->num_public_addresses != 0 ? conf->num_public_addresses : conf->num_listen;

@@ -24,6 +24,7 @@ def test_member_refusing_connections_is_skipped(gateway):
     with open(gateway.config) as f:
         conf = f.read().replace("listen: [\"127.0.0.1:8443\"]", "listen: [\"127.0.0.1:8444\"]")
     conf = conf.replace("cluster:\n", "cluster:\n  health_interval: 1h\n")
+    conf = conf.replace("listen: 127.0.0.1:9443", "listen: 127.0.0.1:9444")  # the session gateway's metrics address
     path = os.path.join(gateway.state, "no-probes.yaml")
     with open(path, "w") as f:
         f.write(conf)

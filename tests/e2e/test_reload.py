@@ -1,0 +1,114 @@
+"""SIGHUP: the configuration is read again without dropping a connection (its own gateway, on 127.0.0.1:8483)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import member_lxc
+from helpers import Gateway, Lxc, curl, sh
+
+ADDR = "127.0.0.1:8483"
+
+
+def fingerprint_of_server():
+    out = sh(["sh", "-c", f"openssl s_client -connect {ADDR} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"])
+    return out.stdout.strip().split("=")[1]
+
+
+def fingerprint(crt):
+    return sh(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"]).stdout.strip().split("=")[1]
+
+
+def wait_log(gw, text, since, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in gw.logtext()[since:]:
+            return gw.logtext()[since:]
+        time.sleep(0.1)
+    raise AssertionError(f"never logged {text!r}: {gw.logtext()[since:][-2000:]}")
+
+
+@pytest.fixture
+def reloadable(tmp_path, env):
+    state = str(tmp_path / "state")
+    os.mkdir(state)
+    binary = os.environ["LXDGW_BINARY"]
+    sh([binary, "init", "--state-dir", state, "--listen", ADDR, "--member", "https://127.0.0.11:8443",
+        "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
+    member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
+    gw = Gateway(binary, state, ADDR, name="reload-gateway")
+    gw.start()
+    gw.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+    yield gw
+    gw.stop()
+    member_lxc("node1", "config", "trust", "remove", fingerprint(f"{state}/identity.crt").replace(":", "").lower()[:12],
+               check=False)
+    gw.check_sanitizers()
+
+
+def test_sighup_swaps_the_certificate_and_keeps_established_streams(reloadable, env, tmp_path):
+    gw = reloadable
+    old_fp = fingerprint_of_server()
+    assert old_fp == fingerprint(f"{gw.state}/server.crt")
+    conf = tmp_path / "lxc"
+    conf.mkdir()
+    shutil.copy(env["LXDGW_CLIENT_CERT"], conf / "client.crt")
+    shutil.copy(env["LXDGW_CLIENT_KEY"], conf / "client.key")
+    Lxc(str(conf)).run("remote", "add", "g", f"https://{ADDR}", "--accept-certificate")
+    mon = subprocess.Popen(["lxc", "monitor", "g:", "--type=lifecycle", "--format=json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, LXD_CONF=str(conf)))
+    try:
+        time.sleep(1.5)
+        # a renewed certificate (with a DNS name, as init makes them) and debug logging
+        sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes", "-days", "30",
+            "-keyout", f"{gw.state}/server2.key", "-out", f"{gw.state}/server2.crt", "-subj", "/CN=lxd-gateway",
+            "-addext", "subjectAltName=DNS:lxd-gateway"])
+        with open(gw.config) as f:
+            text = f.read()
+        text = text.replace(f"{gw.state}/server.crt", f"{gw.state}/server2.crt").replace(f"{gw.state}/server.key",
+                                                                                           f"{gw.state}/server2.key")
+        text = text.replace("level: info", "level: debug")
+        with open(gw.config, "w") as f:
+            f.write(text)
+        mark = len(gw.logtext())
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_log(gw, "configuration reloaded", mark)
+        assert fingerprint_of_server() == fingerprint(f"{gw.state}/server2.crt") != old_fp
+        code, _ = curl(f"https://{ADDR}/1.0", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])  # a backend call: debug logs it
+        assert code == 200
+        # the stream opened before the reload still carries the cluster's events
+        member_lxc("node1", "storage", "volume", "create", "pool1", "v-reload", "--target", "node1")
+        member_lxc("node1", "storage", "volume", "delete", "pool1", "v-reload", "--target", "node1")
+        time.sleep(1)
+        assert mon.poll() is None, mon.stderr.read()
+    finally:
+        mon.terminate()
+        out, _ = mon.communicate(timeout=10)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any("v-reload" in e["metadata"].get("source", "") for e in events), out[-2000:]
+    assert "level=debug" in gw.logtext()[mark:]
+
+
+def test_sighup_refuses_a_broken_configuration_and_names_restart_keys(reloadable):
+    gw = reloadable
+    fp = fingerprint_of_server()
+    with open(gw.config) as f:
+        good = f.read()
+    with open(gw.config, "a") as f:
+        f.write("bogus: 1\n")
+    mark = len(gw.logtext())
+    gw.proc.send_signal(signal.SIGHUP)
+    log = wait_log(gw, "reload refused", mark)
+    assert "bogus" in log and "line" in log, log
+    assert gw.proc.poll() is None and fingerprint_of_server() == fp
+    with open(gw.config, "w") as f:
+        f.write(good.replace('listen: ["127.0.0.1:8483"]', 'listen: ["127.0.0.1:8484"]'))
+    mark = len(gw.logtext())
+    gw.proc.send_signal(signal.SIGHUP)
+    log = wait_log(gw, "changed keys take effect at the next start", mark)
+    assert "keys=listen" in log, log
+    assert fingerprint_of_server() == fp  # still serving where it was
