@@ -46,16 +46,7 @@ static void send_down(stream_t *s, const char *text, size_t len)
 
 static int wants_type(const stream_t *s, const char *type)
 {
-    size_t len = strlen(type);
-    if (*s->types == '\0')
-        return 1;
-    for (const char *p = s->types; *p != '\0';) {
-        const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p);
-        if ((size_t)(end - p) == len && memcmp(p, type, len) == 0)
-            return 1;
-        p = comma != NULL ? comma + 1 : end;
-    }
-    return 0;
+    return *s->types == '\0' || gw_lxd_list_has(s->types, type);
 }
 
 /* a gateway operation changed: to every stream that asked for it and may see it */

@@ -3,7 +3,9 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
 #include "lxd.h"
 
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
@@ -79,4 +81,27 @@ const char *gw_lxd_query(h2o_req_t *req, const char *name)
         p = stop + 1;
     }
     return NULL;
+}
+
+char *gw_lxd_volume_path(const char *pool, const char *name, const char *project, const char *member)
+{
+    char *p = curl_easy_escape(NULL, pool, 0), *n = name != NULL ? curl_easy_escape(NULL, name, 0) : NULL,
+         *pr = curl_easy_escape(NULL, project, 0), *m = curl_easy_escape(NULL, member, 0), *path;
+    if (asprintf(&path, "/1.0/storage-pools/%s/volumes/custom%s%s?project=%s&target=%s", p, n != NULL ? "/" : "",
+                 n != NULL ? n : "", pr, m) < 0)
+        abort();
+    curl_free(p), curl_free(n), curl_free(pr), curl_free(m);
+    return path;
+}
+
+int gw_lxd_list_has(const char *list, const char *item)
+{
+    size_t len = strlen(item);
+    for (const char *p = list; *p != '\0';) {
+        const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p);
+        if ((size_t)(end - p) == len && memcmp(p, item, len) == 0)
+            return 1;
+        p = comma != NULL ? comma + 1 : end;
+    }
+    return 0;
 }

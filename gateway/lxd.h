@@ -16,6 +16,11 @@ void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata);
 /* sends `json` (stolen) as the whole body with HTTP status `status` */
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json);
 
+/* "/1.0/storage-pools/<pool>/volumes/custom[/<name>]?project=<project>&target=<member>", every part percent-encoded
+ * (malloc'd); name == NULL: the collection */
+char *gw_lxd_volume_path(const char *pool, const char *name, const char *project, const char *member);
+/* `item` is one of the entries of the ","-joined `list` (LXD's ?type=a,b; a restricted certificate's projects) */
+int gw_lxd_list_has(const char *list, const char *item);
 /* the value of query parameter `name` of `req`, percent-decoded, in the request's pool; NULL when absent */
 const char *gw_lxd_query(h2o_req_t *req, const char *name);
 

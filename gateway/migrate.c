@@ -6,7 +6,9 @@
 #include <string.h>
 #include "backend.h"
 #include "log.h"
+#include "lxd.h"
 #include "migrate.h"
+#include "tls.h"
 
 #define STEP_TIMEOUT_MS 30000 /* each step's POST answers at once (the transfer runs in the target's operation) */
 
@@ -22,37 +24,10 @@ typedef struct st_migrate_t {
 
 const char *gw_migrate_init(const char *file)
 {
-    FILE *fp = fopen(file, "r");
-    if (fp == NULL)
-        return "cannot read the cluster certificate";
-    char buf[16384];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    if (strstr(buf, "-----BEGIN CERTIFICATE-----") == NULL)
-        return "the cluster certificate is not PEM";
+    const char *err = NULL;
     free(cluster_pem);
-    cluster_pem = strdup(buf);
-    return NULL;
-}
-
-/* a path segment or query value, percent-encoded (malloc'd) */
-static char *esc(const char *s)
-{
-    char *e = curl_easy_escape(NULL, s, 0), *copy = strdup(e);
-    curl_free(e);
-    return copy;
-}
-
-/* "/1.0/storage-pools/<pool>/volumes/custom[/<name>]?project=<p>&target=<member>" (malloc'd) */
-static char *volume_path(const char *pool, const char *name, const char *project, const char *member)
-{
-    char *p = esc(pool), *n = name != NULL ? esc(name) : NULL, *pr = esc(project), *m = esc(member), *path;
-    if (asprintf(&path, "/1.0/storage-pools/%s/volumes/custom%s%s?project=%s&target=%s", p, n != NULL ? "/" : "",
-                 n != NULL ? n : "", pr, m) < 0)
-        abort();
-    free(p), free(n), free(pr), free(m);
-    return path;
+    cluster_pem = gw_tls_cert_pem(file, &err);
+    return cluster_pem != NULL ? NULL : err;
 }
 
 static void finish(migrate_t *mg, const char *err, long status, json_t *answer, const char *location)
@@ -165,7 +140,7 @@ static void on_target(void *data, const char *err, long status, json_t *json)
 
 static void start_target(migrate_t *mg, json_t *secrets)
 {
-    char *path = volume_path(mg->spec.dst_pool, NULL, mg->spec.dst_project, mg->spec.dst->name), *opurl;
+    char *path = gw_lxd_volume_path(mg->spec.dst_pool, NULL, mg->spec.dst_project, mg->spec.dst->name), *opurl;
     if (asprintf(&opurl, "%s/1.0/operations/%s", mg->spec.src->url, mg->src_op) < 0)
         abort();
     const char *cert = cluster_pem;
@@ -224,7 +199,7 @@ void gw_migrate_start(const gw_migrate_spec_t *spec, gw_migrate_cb cb, void *dat
     json_t *body = json_pack("{s:s, s:s, s:b, s:b}", "name", spec->src_name, "pool", spec->src_pool, "migration", 1, "volume_only",
                              spec->volume_only);
     char *text = json_dumps(body, JSON_COMPACT),
-         *path = volume_path(spec->src_pool, spec->src_name, spec->src_project, spec->src->name);
+         *path = gw_lxd_volume_path(spec->src_pool, spec->src_name, spec->src_project, spec->src->name);
     gw_backend_call(spec->src->url, spec->id, "POST", path, text, STEP_TIMEOUT_MS, on_source, mg);
     free(path);
     free(text);

@@ -236,14 +236,7 @@ int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *proje
         return 1;
     if (kind != GW_TRUST_RESTRICTED || projects == NULL)
         return 0;
-    size_t len = strlen(project);
-    for (const char *p = projects; *p != '\0';) {
-        const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p);
-        if ((size_t)(end - p) == len && memcmp(p, project, len) == 0)
-            return 1;
-        p = comma != NULL ? comma + 1 : end;
-    }
-    return 0;
+    return gw_lxd_list_has(projects, project);
 }
 
 static void on_wait_dispose(void *data)

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "lxd.h"
 #include "relay.h"
+#include "tls.h"
 
 #define MAX_CHANNELS 8 /* websockets per relay (LXD opens control and fs; criu for instances) */
 
@@ -44,25 +45,14 @@ static struct {
     h2o_linklist_t relays;
 } R = {NULL, NULL, {&R.relays, &R.relays}};
 
-static char *read_file(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    if (fp == NULL)
-        return NULL;
-    char buf[16384];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    return strdup(buf);
-}
-
 const char *gw_relay_init(const gw_config_t *conf)
 {
     free(R.cert); /* again on reload */
     free(R.base);
     R.base = NULL;
-    if ((R.cert = read_file(conf->tls_certificate)) == NULL)
-        return "cannot read tls.certificate";
+    const char *err = NULL;
+    if ((R.cert = gw_tls_cert_pem(conf->tls_certificate, &err)) == NULL)
+        return err;
     const char *addr = conf->num_public_addresses != 0 ? conf->public_addresses[0] : conf->listen[0];
     if (strncmp(addr, "0.0.0.0:", 8) != 0 && strncmp(addr, "[::]:", 5) != 0) {
         R.base = malloc(strlen(addr) + 9);

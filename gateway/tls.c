@@ -213,3 +213,21 @@ const char *gw_tls_write_pair(const char *crt, const char *key, const char *cn, 
     EVP_PKEY_free(pkey);
     return ok ? NULL : "cannot write the key pair";
 }
+
+char *gw_tls_cert_pem(const char *file, const char **err)
+{
+    X509 *cert = gw_tls_read_cert(file, err);
+    if (cert == NULL)
+        return NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data, *pem = NULL;
+    if (PEM_write_bio_X509(bio, cert) == 1) {
+        long len = BIO_get_mem_data(bio, &data);
+        pem = strndup(data, len);
+    } else {
+        *err = "cannot write the certificate as PEM";
+    }
+    BIO_free(bio);
+    X509_free(cert);
+    return pem;
+}

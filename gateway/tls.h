@@ -21,6 +21,8 @@ SSL_CTX *gw_tls_server_ctx(const char *cert_file, const char *key_file, const ch
 SSL_CTX *gw_tls_backend_ctx(X509 *cluster_cert, const char *cert_file, const char *key_file, const char **err);
 /* reads the first certificate of a PEM file */
 X509 *gw_tls_read_cert(const char *file, const char **err);
+/* the certificate of `file` as PEM text (what LXD's API carries), malloc'd; NULL and *err on error */
+char *gw_tls_cert_pem(const char *file, const char **err);
 /* LXD's fingerprint of `cert` into out (NUL-terminated) */
 void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1]);
 /* curl's pin string for `cert`: "sha256//<base64 of the SPKI digest>" (malloc'd) */

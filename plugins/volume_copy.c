@@ -51,9 +51,6 @@ static const char *pool_of(h2o_req_t *req)
     return h2o_strdup(&req->pool, pool.base, pool.len).base;
 }
 
-#define body_of gw_vol_body /* short names for the shared helpers */
-#define str gw_vol_str
-
 static int claims(h2o_req_t *req, const gw_caller_t *caller)
 {
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || pool_of(req) == NULL)
@@ -61,9 +58,9 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
     if (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED)
         return 0; /* LXD refuses them: let it say so */
     const char *target = gw_lxd_query(req, "target");
-    json_t *body = body_of(req), *source = json_object_get(body, "source");
-    int ours = target != NULL && *target != '\0' && strcmp(str(source, "type"), "copy") == 0 && *str(source, "location") != '\0' &&
-               strcmp(str(source, "location"), target) != 0;
+    json_t *body = gw_vol_body(req), *source = json_object_get(body, "source");
+    int ours = target != NULL && *target != '\0' && strcmp(gw_vol_str(source, "type"), "copy") == 0 &&
+               *gw_vol_str(source, "location") != '\0' && strcmp(gw_vol_str(source, "location"), target) != 0;
     json_decref(body);
     return ours;
 }
@@ -126,8 +123,8 @@ static void on_migrated(void *data, const char *err, long status, json_t *json, 
     copy_t *c = data;
     const char *op = json_string_value(json_object_get(json_object_get(json, "metadata"), "id"));
     if (err == NULL && status == 202)
-        gw_log(GW_LOG_INFO, "volume copy started", "pool", c->pool, "volume", str(c->volume, "name"), "from", c->src->name, "to",
-               c->dst->name, "operation", op != NULL ? op : "-", NULL);
+        gw_log(GW_LOG_INFO, "volume copy started", "pool", c->pool, "volume", gw_vol_str(c->volume, "name"), "from", c->src->name,
+               "to", c->dst->name, "operation", op != NULL ? op : "-", NULL);
     relay(c, err, status, json, location);
 }
 
@@ -149,7 +146,8 @@ static void on_target_volume(void *data, const char *err, long status, json_t *j
     copy_t *c = data;
     if (err == NULL && status == 200 && !c->refresh)
         refuse(c, 409, "Volume by that name already exists");
-    else if (err == NULL && (status == 200 || (status == 404 && strcmp(str(json, "error"), "Storage volume not found") == 0)))
+    else if (err == NULL &&
+             (status == 200 || (status == 404 && strcmp(gw_vol_str(json, "error"), "Storage volume not found") == 0)))
         start(c);
     else
         relay(c, err, status, json, NULL); /* no such project, not allowed, ... */
@@ -163,7 +161,7 @@ static void on_target_pool(void *data, const char *err, long status, json_t *jso
         relay(c, err, status, json, NULL);
         return;
     }
-    gw_vol_get(c->dst, c->id, c->pool, str(c->volume, "name"), c->project, on_target_volume, c);
+    gw_vol_get(c->dst, c->id, c->pool, gw_vol_str(c->volume, "name"), c->project, on_target_volume, c);
 }
 
 /* check 1: the source volume exists where the caller says, and its pool is local to that member */
@@ -175,7 +173,7 @@ static void on_source_volume(void *data, const char *err, long status, json_t *j
         relay(c, err, status, json, NULL);
         return;
     }
-    if (*str(vol, "location") == '\0') { /* a remote pool (ceph): every member sees it and LXD copies it itself */
+    if (*gw_vol_str(vol, "location") == '\0') { /* a remote pool (ceph): every member sees it and LXD copies it itself */
         h2o_req_t *req = c->req;
         const gw_identity_t *id = c->id;
         copy_free(c);
@@ -197,12 +195,12 @@ static char *dup_or(const char *s, const char *dflt)
 static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
 {
     json_t *source = json_object_get(body, "source");
-    const char *name = str(body, "name"), *type = str(body, "type"), *project = gw_lxd_query(req, "project");
+    const char *name = gw_vol_str(body, "name"), *type = gw_vol_str(body, "type"), *project = gw_lxd_query(req, "project");
     c->pool = strdup(pool_of(req));
     c->project = dup_or(project, "default");
-    c->src_pool = dup_or(str(source, "pool"), c->pool);
-    c->src_proj = dup_or(str(source, "project"), c->project);
-    c->src_name = strdup(str(source, "name"));
+    c->src_pool = dup_or(gw_vol_str(source, "pool"), c->pool);
+    c->src_proj = dup_or(gw_vol_str(source, "project"), c->project);
+    c->src_name = strdup(gw_vol_str(source, "name"));
     c->volume_only = json_is_true(json_object_get(source, "volume_only"));
     c->refresh = json_is_true(json_object_get(source, "refresh"));
     c->volume = json_pack("{s:s, s:s}", "name", name, "type", "custom");
@@ -232,8 +230,8 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     c->holder = holder;
     c->req = req;
     c->id = caller->identity;
-    json_t *body = body_of(req);
-    const char *err = parse(c, req, body), *location = str(json_object_get(body, "source"), "location"),
+    json_t *body = gw_vol_body(req);
+    const char *err = parse(c, req, body), *location = gw_vol_str(json_object_get(body, "source"), "location"),
                *target = gw_lxd_query(req, "target");
     int status = 400;
     char msg[512];

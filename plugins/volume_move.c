@@ -155,15 +155,6 @@ static void on_source_deleted(void *data, const char *err, long status, json_t *
     finish(m, "moved", GW_OP_SUCCESS, NULL);
 }
 
-static void delete_volume(move_t *m, gw_member_t *on, const char *pool, const char *name, const char *project, gw_call_cb cb)
-{
-    char *ep = curl_easy_escape(NULL, pool, 0), *en = curl_easy_escape(NULL, name, 0), *epr = curl_easy_escape(NULL, project, 0),
-         *em = curl_easy_escape(NULL, on->name, 0), path[2048];
-    snprintf(path, sizeof(path), "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", ep, en, epr, em);
-    curl_free(ep), curl_free(en), curl_free(epr), curl_free(em);
-    gw_backend_call(on->url, m->id, "DELETE", path, NULL, 60000, cb, m);
-}
-
 /* the target was seen after a completed transfer: only now may the source go */
 static void on_target_verified(void *data, const char *err, long status, json_t *json)
 {
@@ -179,7 +170,7 @@ static void on_target_verified(void *data, const char *err, long status, json_t 
         return;
     if (recorded == 0)
         return finish(m, "kept-both", GW_OP_FAILURE, "Cannot record the move's progress; both copies were kept");
-    delete_volume(m, m->src, m->pool, m->name, m->project, on_source_deleted);
+    gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_source_deleted, m);
 }
 
 static void rolled_back(move_t *m, const char *why)
@@ -237,7 +228,7 @@ static void on_target_checked(void *data, const char *err, long status, json_t *
         return;
     }
     /* this move created it (the name was free when it began): remove it, the source stays */
-    delete_volume(m, m->dst, m->dst_pool, m->dst_name, m->dst_project, on_target_removed);
+    gw_vol_delete(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_target_removed, m);
 }
 
 static void roll_back_now(move_t *m)
@@ -549,7 +540,7 @@ static void on_recover_target(void *data, const char *err, long status, json_t *
     }
     if (status == 200) {
         gw_log(GW_LOG_WARN, "recovering a move: transfer completed, deleting the source", "move", m->move_id, NULL);
-        delete_volume(m, m->src, m->pool, m->name, m->project, on_source_deleted);
+        gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_source_deleted, m);
     } else {
         finish(m, "kept-source", GW_OP_FAILURE, "recovered: the target volume is missing, the source was kept");
     }

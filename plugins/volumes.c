@@ -2,7 +2,9 @@
  * volumes.c: see volumes.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include "lxd.h"
 #include "volumes.h"
 
 json_t *gw_vol_body(h2o_req_t *req)
@@ -42,12 +44,23 @@ gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char
 void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                 void *data)
 {
-    char *ep = curl_easy_escape(NULL, pool, 0), *en = name != NULL ? curl_easy_escape(NULL, name, 0) : NULL,
-         *epr = curl_easy_escape(NULL, project, 0), *em = curl_easy_escape(NULL, m->name, 0), path[2048];
-    if (name != NULL)
-        snprintf(path, sizeof(path), "/1.0/storage-pools/%s/volumes/custom/%s?project=%s&target=%s", ep, en, epr, em);
-    else
-        snprintf(path, sizeof(path), "/1.0/storage-pools/%s?target=%s", ep, em);
-    curl_free(ep), curl_free(en), curl_free(epr), curl_free(em);
+    char *path;
+    if (name != NULL) {
+        path = gw_lxd_volume_path(pool, name, project, m->name);
+    } else {
+        char *ep = curl_easy_escape(NULL, pool, 0), *em = curl_easy_escape(NULL, m->name, 0);
+        if (asprintf(&path, "/1.0/storage-pools/%s?target=%s", ep, em) < 0)
+            abort();
+        curl_free(ep), curl_free(em);
+    }
     gw_backend_call(m->url, id, "GET", path, NULL, 30000, cb, data);
+    free(path);
+}
+
+void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
+                   void *data)
+{
+    char *path = gw_lxd_volume_path(pool, name, project, m->name);
+    gw_backend_call(m->url, id, "DELETE", path, NULL, 60000, cb, data);
+    free(path);
 }

@@ -22,5 +22,8 @@ gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char
  * (name == NULL: the pool itself, project ignored) */
 void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                 void *data);
+/* DELETE of volume `name` on member `m` as `id` */
+void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
+                   void *data);
 
 #endif
