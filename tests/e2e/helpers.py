@@ -77,6 +77,16 @@ class Gateway:
             time.sleep(0.3)
         raise AssertionError("gateway never saw the certificate as trusted")
 
+    def wait_log(self, text, since=0, timeout=60):
+        """Waits until the log, from offset `since`, contains `text`; returns that part of the log."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            log = self.logtext()[since:]
+            if text in log:
+                return log
+            time.sleep(0.1)
+        raise AssertionError(f"gateway never logged {text!r}: {self.logtext()[since:][-3000:]}")
+
     def logtext(self):
         with open(self.logname, "rb") as f:
             return f.read().decode(errors="replace")

@@ -171,15 +171,6 @@ def crashable(tmp_path_factory):
     gw.check_sanitizers()
 
 
-def wait_log(gw, text, since, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if text in gw.logtext()[since:]:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"gateway never logged {text!r}: {gw.logtext()[since:][-3000:]}")
-
-
 @pytest.mark.parametrize("step,outcome", [("begin", "rolled-back"), ("transferring", "rolled-back"), ("transferred", "moved")])
 def test_gateway_crash_at_each_step_loses_nothing(crashable, env, vol, step, outcome):
     """SIGKILL right after the journal recorded `step`; the next start finishes or rolls back the move: the volume
@@ -190,14 +181,14 @@ def test_gateway_crash_at_each_step_loses_nothing(crashable, env, vol, step, out
     time.sleep(1)  # the members' first probes (the plugins step aside until then)
     code, body = post_move(crashable.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
     assert code == 202, body
-    wait_log(crashable, f'msg="paused for a test" step={step}', mark)
+    crashable.wait_log(f'msg="paused for a test" step={step}', mark)
     crashable.kill()
     if step == "transferring":
         time.sleep(3)  # let LXD finish the transfer the dead gateway started: not recorded, so it must be undone
     mark = len(crashable.logtext())
     crashable.start()
-    wait_log(crashable, "found an interrupted move", mark)
-    wait_log(crashable, f"outcome={outcome}", mark)
+    crashable.wait_log("found an interrupted move", mark)
+    crashable.wait_log(f"outcome={outcome}", mark)
     if outcome == "moved":
         assert where("v-mv") == ["node2"]
         assert_moved(vol)
@@ -246,18 +237,27 @@ def transfer_under_way(gateway, env, op_id, timeout=30):
     return op
 
 
+def filled_volume(incus, name, mib):
+    """Volume `name` on node1 holding `mib` MiB of random data; returns its directory and tree digest."""
+    incus("storage", "volume", "create", "gw:pool1", name, "--target", "node1")
+    src = volume_dir("node1", name)
+    sh(["sh", "-c", f"head -c {mib * MiB} /dev/urandom > {src}/data.bin"])
+    return src, tree_digest(src)
+
+
+def start_move(gw_url, env, name):
+    """The single-call move of `name` from node1 to node2; returns the operation's id."""
+    code, body = post_move(gw_url, env, {"name": name, "migration": True, "source": {"location": "node1"}}, vol=name)
+    assert code == 202, body
+    return body["metadata"]["id"]
+
+
 def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
     """DELETE on the operation while 1 GiB is on its way: the transfer is cut (its data path is the gateway's relay),
     the partial target removed, the source untouched, the operation Cancelled (401)."""
-    incus("storage", "volume", "create", "gw:pool1", "v-mv-big", "--target", "node1")
     try:
-        src = volume_dir("node1", "v-mv-big")
-        sh(["sh", "-c", f"head -c {1024 * MiB} /dev/urandom > {src}/big.bin"])
-        digest = tree_digest(src)
-        code, body = post_move(gateway.url, env, {"name": "v-mv-big", "migration": True, "source": {"location": "node1"}},
-                               vol="v-mv-big")
-        assert code == 202, body
-        op_id = body["metadata"]["id"]
+        src, digest = filled_volume(incus, "v-mv-big", 1024)
+        op_id = start_move(gateway.url, env, "v-mv-big")
         op = transfer_under_way(gateway, env, op_id)
         started = time.time()
         progress = [v for k, v in op["metadata"].items() if k.endswith("_progress")]
@@ -284,16 +284,10 @@ CLUSTER = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/cluster.sh")
 def test_member_killed_during_the_transfer(gateway, env, incus, victim):
     """A member dies mid-transfer (SIGKILL). The move fails, the source is kept, and once the member is back any
     partial target is gone: the volume exists exactly once, with its data and config."""
-    incus("storage", "volume", "create", "gw:pool1", "v-mv-kill", "--target", "node1")
-    incus("storage", "volume", "set", "gw:pool1", "v-mv-kill", "user.owner=e2e", "--target", "node1")
     try:
-        src = volume_dir("node1", "v-mv-kill")
-        sh(["sh", "-c", f"head -c {1024 * MiB} /dev/urandom > {src}/big.bin"])
-        digest = tree_digest(src)
-        code, body = post_move(gateway.url, env, {"name": "v-mv-kill", "migration": True, "source": {"location": "node1"}},
-                               vol="v-mv-kill")
-        assert code == 202, body
-        op_id = body["metadata"]["id"]
+        src, digest = filled_volume(incus, "v-mv-kill", 1024)
+        incus("storage", "volume", "set", "gw:pool1", "v-mv-kill", "user.owner=e2e", "--target", "node1")
+        op_id = start_move(gateway.url, env, "v-mv-kill")
         transfer_under_way(gateway, env, op_id)
         sh(["bash", CLUSTER, "kill", victim])
         try:
@@ -317,18 +311,12 @@ def test_member_killed_during_the_transfer(gateway, env, incus, victim):
 def test_sigterm_drains_a_running_move(crashable, env, incus):
     """SIGTERM during a move: the gateway stops accepting at once, lets the move end, then exits; nothing for the
     journal to replay."""
-    incus("storage", "volume", "create", "gw:pool1", "v-mv-drain", "--target", "node1")
     try:
-        src = volume_dir("node1", "v-mv-drain")
-        sh(["sh", "-c", f"head -c {256 * MiB} /dev/urandom > {src}/data.bin"])
-        digest = tree_digest(src)
+        src, digest = filled_volume(incus, "v-mv-drain", 256)
         mark = len(crashable.logtext()) if os.path.exists(crashable.logname) else 0
         crashable.start()
         crashable.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
-        code, body = post_move(crashable.url, env, {"name": "v-mv-drain", "migration": True, "source": {"location": "node1"}},
-                               vol="v-mv-drain")
-        assert code == 202, body
-        transfer_under_way(crashable, env, body["metadata"]["id"])
+        transfer_under_way(crashable, env, start_move(crashable.url, env, "v-mv-drain"))
         crashable.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert crashable.proc.poll() is None, "it must wait for the running move"

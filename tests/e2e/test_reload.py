@@ -23,15 +23,6 @@ def fingerprint(crt):
     return sh(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"]).stdout.strip().split("=")[1]
 
 
-def wait_log(gw, text, since, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if text in gw.logtext()[since:]:
-            return gw.logtext()[since:]
-        time.sleep(0.1)
-    raise AssertionError(f"never logged {text!r}: {gw.logtext()[since:][-2000:]}")
-
-
 @pytest.fixture
 def reloadable(tmp_path, env):
     state = str(tmp_path / "state")
@@ -76,7 +67,7 @@ def test_sighup_swaps_the_certificate_and_keeps_established_streams(reloadable, 
             f.write(text)
         mark = len(gw.logtext())
         gw.proc.send_signal(signal.SIGHUP)
-        wait_log(gw, "configuration reloaded", mark)
+        gw.wait_log("configuration reloaded", mark, timeout=10)
         assert fingerprint_of_server() == fingerprint(f"{gw.state}/server2.crt") != old_fp
         code, _ = curl(f"https://{ADDR}/1.0", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])  # a backend call: debug logs it
         assert code == 200
@@ -102,13 +93,13 @@ def test_sighup_refuses_a_broken_configuration_and_names_restart_keys(reloadable
         f.write("bogus: 1\n")
     mark = len(gw.logtext())
     gw.proc.send_signal(signal.SIGHUP)
-    log = wait_log(gw, "reload refused", mark)
+    log = gw.wait_log("reload refused", mark, timeout=10)
     assert "bogus" in log and "line" in log, log
     assert gw.proc.poll() is None and fingerprint_of_server() == fp
     with open(gw.config, "w") as f:
         f.write(good.replace('listen: ["127.0.0.1:8483"]', 'listen: ["127.0.0.1:8484"]'))
     mark = len(gw.logtext())
     gw.proc.send_signal(signal.SIGHUP)
-    log = wait_log(gw, "changed keys take effect at the next start", mark)
+    log = gw.wait_log("changed keys take effect at the next start", mark, timeout=10)
     assert "keys=listen" in log, log
     assert fingerprint_of_server() == fp  # still serving where it was
