@@ -254,6 +254,13 @@ static void on_call_done(void *data, CURLcode result)
 gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
                            uint64_t timeout_ms, gw_call_cb cb, void *data)
 {
+    static const gw_call_opts_t none = {NULL, NULL, 0};
+    return gw_backend_call_opts(&none, base_url, id, method, path, body, timeout_ms, cb, data);
+}
+
+gw_call_t *gw_backend_call_opts(const gw_call_opts_t *opts, const char *base_url, const gw_identity_t *id, const char *method,
+                                const char *path, const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data)
+{
     gw_call_t *call = calloc(1, sizeof(*call));
     char url[2048];
     snprintf(url, sizeof(url), "%s%s", base_url, path);
@@ -270,6 +277,17 @@ gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const 
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_call_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (opts->pin != NULL)
+        curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, opts->pin);
+    if (opts->connect_timeout_ms != 0)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)opts->connect_timeout_ms);
+    if (opts->header != NULL)
+        call->headers = curl_slist_append(call->headers, opts->header);
+    if (timeout_ms == 0) { /* a long-poll: a peer that vanished without closing is found by keepalive probes */
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 10L);
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 5L);
+    }
     if (body != NULL) {
         call->body = strdup(body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);

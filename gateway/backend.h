@@ -28,6 +28,15 @@ void gw_backend_init(h2o_evloop_t *loop, const char *pin);
 /* starts METHOD base_url+path with `body` (NULL = none; JSON text), as `id`; the call ends after timeout_ms */
 gw_call_t *gw_backend_call(const char *base_url, const gw_identity_t *id, const char *method, const char *path, const char *body,
                            uint64_t timeout_ms, gw_call_cb cb, void *data);
+/* what a call to another gateway replica needs beyond gw_backend_call's */
+typedef struct st_gw_call_opts_t {
+    const char *pin;             /* curl pin of the server's key; NULL = the cluster certificate */
+    const char *header;          /* one more request header line ("Name: value"), or NULL */
+    uint64_t connect_timeout_ms; /* how long connecting may take; 0 = libcurl's default (300 s) */
+} gw_call_opts_t;
+/* gw_backend_call with `opts`; timeout_ms == 0: no limit (a long-poll; the connection breaking still ends it) */
+gw_call_t *gw_backend_call_opts(const gw_call_opts_t *opts, const char *base_url, const gw_identity_t *id, const char *method,
+                                const char *path, const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data);
 /* during a gw_call_cb: 1 if the call failed before anything was sent (connection refused or unreachable) */
 int gw_backend_not_sent(void);
 /* during a gw_call_cb: the value of the answer's header `name` (Location, ETag, ...; any case), or NULL */

@@ -13,8 +13,13 @@ static X509 *cluster_cert;           /* pinned on every member connection */
 
 const char *gw_identity_setup(gw_identity_t *id)
 {
+    return gw_identity_setup_pinned(id, cluster_cert);
+}
+
+const char *gw_identity_setup_pinned(gw_identity_t *id, X509 *server_cert)
+{
     const char *err = NULL;
-    if ((id->ssl_ctx = gw_tls_backend_ctx(cluster_cert, id->cert_file, id->key_file, &err)) == NULL)
+    if ((id->ssl_ctx = gw_tls_backend_ctx(server_cert, id->cert_file, id->key_file, &err)) == NULL)
         return err;
     id->client_ctx =
         (h2o_http1client_ctx_t){ctx->loop, &ctx->receivers.hostinfo_getaddr, &io_timeout, &stream_timeout, id->ssl_ctx};

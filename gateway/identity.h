@@ -30,6 +30,8 @@ extern gw_identity_t gw_identities[GW_IDENTITY_NUM_STATIC];
 
 /* sets up `id` (its cert_file/key_file set, index free) like the static ones; returns NULL or an error */
 const char *gw_identity_setup(gw_identity_t *id);
+/* the same, but the server must show `server_cert` instead of the cluster certificate (another gateway replica) */
+const char *gw_identity_setup_pinned(gw_identity_t *id, X509 *server_cert);
 /* builds the static identities; returns NULL or an error */
 const char *gw_identity_init(h2o_context_t *ctx, X509 *cluster_cert, const char *cert_file, const char *key_file,
                              uint64_t io_timeout_ms, uint64_t stream_timeout_ms);

@@ -42,8 +42,15 @@ struct st_chan_t {
 static struct {
     char *cert; /* the gateway's server certificate (PEM) */
     char *base; /* "https://host:port" members reach the gateway at, or NULL */
+    char *self; /* this replica's own URL among `peers` (a load balancer's address may lead to another replica) */
     h2o_linklist_t relays;
-} R = {NULL, NULL, {&R.relays, &R.relays}};
+} R = {NULL, NULL, NULL, {&R.relays, &R.relays}};
+
+void gw_relay_set_base(const char *url)
+{
+    free(R.self);
+    R.self = url != NULL ? strdup(url) : NULL;
+}
 
 const char *gw_relay_init(const gw_config_t *conf)
 {
@@ -63,7 +70,7 @@ const char *gw_relay_init(const gw_config_t *conf)
 
 int gw_relay_available(void)
 {
-    return R.base != NULL;
+    return R.base != NULL || R.self != NULL;
 }
 
 const char *gw_relay_certificate(void)
@@ -98,8 +105,9 @@ gw_relay_t *gw_relay_open(gw_member_t *src, const gw_identity_t *who, const char
         random_hex(s, 32);
         json_object_set_new(r->ours, name, json_string(s));
     }
-    r->url = malloc(strlen(R.base) + 64);
-    sprintf(r->url, "%s/1.0/operations/%s", R.base, r->id);
+    const char *base = R.self != NULL ? R.self : R.base;
+    r->url = malloc(strlen(base) + 64);
+    sprintf(r->url, "%s/1.0/operations/%s", base, r->id);
     h2o_linklist_insert(&R.relays, &r->link);
     return r;
 }

@@ -21,6 +21,9 @@ typedef struct st_gw_relay_t gw_relay_t;
 /* reads the gateway's certificate and the address members reach it at (first public address, else the first listen
  * address unless it is a wildcard); returns NULL or an error. Without such an address relays are not available. */
 const char *gw_relay_init(const gw_config_t *conf);
+/* members reach this replica at `url` (its own entry in `peers`, found by the peers module), whatever the
+ * configured addresses say: behind a load balancer, only this replica knows its relays */
+void gw_relay_set_base(const char *url);
 /* relays can be made (the gateway has an address members can reach) */
 int gw_relay_available(void);
 /* a relay in front of operation `op` on `src` whose websockets open with `secrets` ({"control":..,"fs":..});

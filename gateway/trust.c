@@ -240,12 +240,21 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
     /* the certificate lives as long as the request: POST /1.0/certificates may need it */
     X509 **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), free_cert);
     *holder = cert;
+    char fp[GW_FINGERPRINT_LEN + 1];
+    gw_tls_fingerprint(cert, fp);
+    gw_trust_lookup(req, fp, caller);
     caller->cert = cert;
-    gw_tls_fingerprint(cert, caller->fingerprint);
+}
+
+void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller)
+{
+    *caller = (gw_caller_t){{0}};
+    caller->kind = GW_TRUST_NONE;
+    snprintf(caller->fingerprint, sizeof(caller->fingerprint), "%s", fingerprint);
     entry_t key, *found;
     memcpy(key.fingerprint, caller->fingerprint, sizeof(key.fingerprint));
     /* a copy too old to reflect revocations grants nothing: fail closed */
-    if (gw_trust_age_ms() <= T.refresh_ms + STALE_GRACE_MS &&
+    if (strlen(fingerprint) == GW_FINGERPRINT_LEN && gw_trust_age_ms() <= T.refresh_ms + STALE_GRACE_MS &&
         (found = bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry)) != NULL) {
         caller->kind = found->kind;
         if (found->projects != NULL)

@@ -36,6 +36,9 @@ typedef void (*gw_trust_visit_cb)(const char *fingerprint, gw_trust_kind_t kind,
 void gw_trust_init(h2o_context_t *ctx, uint64_t refresh_ms);
 /* fills `caller` (but its identity) for this request's client certificate */
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
+/* fills `caller` (but its identity and certificate) for the certificate of `fingerprint` (a caller another replica
+ * forwards) */
+void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller);
 /* calls `cb` for every entry of the current copy */
 void gw_trust_foreach(gw_trust_visit_cb cb, void *data);
 /* reads the trust store now; `done(data)` runs once that read ended (whatever its result) */

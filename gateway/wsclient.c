@@ -183,7 +183,8 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
     gw_wsclient_t *c = client->data;
     if (errstr != NULL) {
         c->client = NULL;
-        gw_member_failed(c->member, errstr);
+        if (c->member != NULL)
+            gw_member_failed(c->member, errstr);
         ++c->busy;
         end(c, errstr);
         --c->busy;
@@ -196,13 +197,18 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
     return on_head;
 }
 
-gw_wsclient_t *gw_wsclient_open(gw_member_t *m, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs, void *data)
+gw_wsclient_t *gw_wsclient_open_url(const char *url, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs,
+                                    void *data)
 {
     gw_wsclient_t *c = calloc(1, sizeof(*c));
     c->cbs = cbs;
     c->data = data;
-    c->member = m;
     c->loop = id->client_ctx.loop;
+    h2o_url_t parsed;
+    if (h2o_url_parse(url, SIZE_MAX, &parsed) != 0) {
+        free(c);
+        return NULL;
+    }
     unsigned char nonce[16], key[32];
     RAND_bytes(nonce, sizeof(nonce));
     EVP_EncodeBlock(key, nonce, sizeof(nonce));
@@ -210,12 +216,18 @@ gw_wsclient_t *gw_wsclient_open(gw_member_t *m, const gw_identity_t *id, const c
     int n = snprintf(buf, sizeof(buf),
                      "GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: lxd-gateway\r\n\r\n",
-                     path, (int)m->authority.len, m->authority.base, key);
+                     path, (int)parsed.authority.len, parsed.authority.base, key);
     c->req = h2o_strdup(NULL, buf, n);
-    h2o_url_t url;
-    h2o_url_parse(m->url, SIZE_MAX, &url);
-    h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&id->client_ctx, url.host, h2o_url_get_port(&url), 1,
+    h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&id->client_ctx, parsed.host, h2o_url_get_port(&parsed), 1,
                             on_connect);
+    return c;
+}
+
+gw_wsclient_t *gw_wsclient_open(gw_member_t *m, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs, void *data)
+{
+    gw_wsclient_t *c = gw_wsclient_open_url(m->url, id, path, cbs, data);
+    if (c != NULL)
+        c->member = m;
     return c;
 }
 

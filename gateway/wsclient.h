@@ -1,5 +1,5 @@
 /*
- * wsclient.h: a websocket client to a cluster member (its /1.0/events stream), on h2o's loop.
+ * wsclient.h: a websocket client to a cluster member (its /1.0/events stream) or a peer replica, on h2o's loop.
  *
  * h2o's HTTP/1 client sends the upgrade request with the chosen identity's TLS context; after the member's 101 the
  * socket is taken over and wslay speaks the websocket protocol on it. Text messages are handed up whole; pings are
@@ -23,9 +23,14 @@ typedef struct st_gw_wsclient_cbs_t {
     void (*on_close)(gw_wsclient_t *ws, void *data, const char *err);
 } gw_wsclient_cbs_t;
 
-/* connects to `m` as `id` and asks to upgrade `path` (with its query); `cbs` must outlive the connection */
+/* connects to `m` as `id` and asks to upgrade `path` (with its query); `cbs` must outlive the connection; a
+ * connection that fails marks `m` failed */
 gw_wsclient_t *gw_wsclient_open(gw_member_t *m, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs,
                                 void *data);
+/* the same to `url` ("https://host:port"), which is not a member (another gateway replica); `id`'s TLS context decides
+ * which server certificate is accepted */
+gw_wsclient_t *gw_wsclient_open_url(const char *url, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs,
+                                    void *data);
 /* sends a ping (a dead peer then shows as silence: see gw_wsclient_last_rx) */
 void gw_wsclient_ping(gw_wsclient_t *ws);
 /* the HTTP status the member answered the upgrade with (101; 403 when it refused the caller; 0: no answer) */
