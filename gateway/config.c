@@ -254,6 +254,41 @@ static int k_metrics_listen(ctx_t *c, const char *k, yaml_node_t *n)
     return 0;
 }
 
+/* peers: [{name, url, certificate?}]: names unique, URLs https://host:port */
+static int k_peers(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(c, k, n, "expected a list of {name, url}");
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it != n->data.sequence.items.top; ++it) {
+        yaml_node_t *item = yaml_document_get_node(c->doc, *it);
+        if (item->type != YAML_MAPPING_NODE)
+            return fail(c, k, item, "each peer is a mapping {name: ..., url: https://host:port}");
+        if (c->conf->num_peers == GW_CONFIG_MAX_LIST)
+            return fail(c, k, item, "at most %d peers", GW_CONFIG_MAX_LIST);
+        gw_config_peer_t *peer = &c->conf->peers[c->conf->num_peers++];
+        for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p != item->data.mapping.pairs.top; ++p) {
+            yaml_node_t *kn = yaml_document_get_node(c->doc, p->key), *vn = yaml_document_get_node(c->doc, p->value);
+            const char *key = kn->type == YAML_SCALAR_NODE ? (const char *)kn->data.scalar.value : "";
+            char path[64];
+            snprintf(path, sizeof(path), "peers.%s", key);
+            int r = strcmp(key, "name") == 0          ? set_string(c, path, vn, &peer->name)
+                    : strcmp(key, "url") == 0         ? set_string(c, path, vn, &peer->url)
+                    : strcmp(key, "certificate") == 0 ? set_file(c, path, vn, &peer->certificate)
+                                                      : fail(c, path, kn, "unknown key (a peer has name, url, certificate)");
+            if (r != 0)
+                return -1;
+        }
+        if (peer->name == NULL || peer->url == NULL)
+            return fail(c, k, item, "each peer needs a name and a url");
+        if (!is_https_url(peer->url))
+            return fail(c, "peers.url", item, "expected https://host:port (not \"%s\")", peer->url);
+        for (size_t i = 0; i + 1 < c->conf->num_peers; ++i)
+            if (strcmp(c->conf->peers[i].name, peer->name) == 0)
+                return fail(c, "peers.name", item, "\"%s\" is listed twice", peer->name);
+    }
+    return 0;
+}
+
 typedef int (*setter_t)(ctx_t *, const char *, yaml_node_t *);
 static const struct {
     const char *path; /* dotted key path; a path with a NULL setter is a mapping */
@@ -285,6 +320,7 @@ static const struct {
     {"timeouts.drain", k_drain_timeout},
     {"metrics", NULL},
     {"metrics.listen", k_metrics_listen},
+    {"peers", k_peers},
 };
 
 static int walk_mapping(ctx_t *c, const char *prefix, yaml_node_t *map)
@@ -404,5 +440,7 @@ void gw_config_free(gw_config_t *conf)
     free(conf->access_log);
     free(conf->audit_log);
     free(conf->metrics_listen);
+    for (size_t i = 0; i != conf->num_peers; ++i)
+        free(conf->peers[i].name), free(conf->peers[i].url), free(conf->peers[i].certificate);
     free(conf);
 }

@@ -49,14 +49,12 @@ static int wants_type(const stream_t *s, const char *type)
     return *s->types == '\0' || gw_lxd_list_has(s->types, type);
 }
 
-/* a gateway operation changed: to every stream that asked for it and may see it */
-static void on_op_event(const gw_op_t *op, json_t *event)
+void gw_eventstream_publish(const char *project, json_t *event)
 {
     char *text = NULL;
     for (h2o_linklist_t *l = streams.next, *next; l != &streams; l = next) {
         next = l->next; /* sending may end this stream (its client gone) */
         stream_t *s = H2O_STRUCT_FROM_MEMBER(stream_t, link, l);
-        const char *project = gw_op_project(op);
         if (!wants_type(s, "operation") || !(s->all_projects || strcmp(s->project, project) == 0) ||
             !gw_ops_may_see(s->kind, s->projects, project))
             continue;
@@ -65,6 +63,12 @@ static void on_op_event(const gw_op_t *op, json_t *event)
         send_down(s, text, strlen(text));
     }
     free(text);
+}
+
+/* a gateway operation changed: to every stream that asked for it and may see it */
+static void on_op_event(const gw_op_t *op, json_t *event)
+{
+    gw_eventstream_publish(gw_op_project(op), event);
 }
 
 void gw_eventstream_init(void)

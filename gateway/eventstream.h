@@ -11,10 +11,14 @@
 #define GW_EVENTSTREAM_H
 
 #include <h2o.h>
+#include <jansson.h>
 #include "trust.h"
 
 /* subscribes to the gateway's operation events; call once at start */
 void gw_eventstream_init(void);
+/* hands LXD's event JSON `event` of type "operation" in `project` to every stream that asked for it and may see it
+ * (another replica's operations, from its feed) */
+void gw_eventstream_publish(const char *project, json_t *event);
 /* takes a websocket GET /1.0/events of a trusted caller (returns 1); 0 for anything else */
 int gw_eventstream_handle(h2o_req_t *req, const gw_caller_t *caller);
 

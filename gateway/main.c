@@ -14,6 +14,7 @@
 #include "log.h"
 #include "operations.h"
 #include "members.h"
+#include "peers.h"
 #include "plugin.h"
 #include "relay.h"
 #include "reload.h"
@@ -130,7 +131,7 @@ static int run(const char *config_path)
     X509_free(identity_cert);
     gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
     gw_eventstream_init();
-    if ((err = gw_relay_init(conf)) != NULL) {
+    if ((err = gw_relay_init(conf)) != NULL || (err = gw_peers_init(&srv.ctx, conf, identity_fp)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
@@ -154,6 +155,7 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
+    gw_peers_start();
 
     while (!stop_requested) {
         run_once(loop, 1000);

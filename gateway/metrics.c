@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "members.h"
+#include "peers.h"
 #include "metrics.h"
 #include "operations.h"
 #include "trust.h"
@@ -130,6 +131,11 @@ static void running(const gw_op_t *op, void *data)
     json_decref(j);
 }
 
+static void peer(const char *name, int up, void *data)
+{
+    add(data, "lxd_gateway_peer_up{peer=\"%s\"} %d\n", name, up);
+}
+
 static void member(const gw_member_t *m, void *data)
 {
     add(data, "lxd_gateway_member_up{member=\"%s\"} %d\n", m->name, m->healthy && m->online);
@@ -169,6 +175,9 @@ char *gw_metrics_text(void)
     add(&t, "# HELP lxd_gateway_member_up 1 if the cluster member answers the gateway's probes.\n"
             "# TYPE lxd_gateway_member_up gauge\n");
     gw_members_foreach(member, &t);
+    add(&t, "# HELP lxd_gateway_peer_up 1 if the other gateway replica answers and its operation feed is open.\n"
+            "# TYPE lxd_gateway_peer_up gauge\n");
+    gw_peers_foreach(peer, &t);
     uint64_t age = gw_trust_age_ms();
     add(&t,
         "# HELP lxd_gateway_trust_mirror_age_seconds Age of the gateway's copy of the trust store (-1: never read).\n"

@@ -8,6 +8,7 @@
  *   lxd_gateway_operations_finished_total{description,result}
  *   lxd_gateway_single_calls_total{kind,result}           single calls answered (copy: started or refused)
  *   lxd_gateway_member_up{member}                         1 if the member answers its probes
+ *   lxd_gateway_peer_up{peer}                             1 if the other gateway replica answers (its feed is open)
  *   lxd_gateway_trust_mirror_age_seconds                  age of the trust-store copy (-1: never read)
  *
  * Counting is a few additions per request; the text is built only when scraped.

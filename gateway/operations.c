@@ -38,12 +38,23 @@ typedef struct st_wait_t {
     h2o_timeout_t timeout;      /* its own (timeouts differ per request) */
 } wait_t;
 
+/* another replica's operation, as its feed last showed it */
+typedef struct st_mirror_t {
+    char id[37];
+    char *project;
+    json_t *json;             /* LXD's Operation JSON */
+    h2o_timeout_entry_t drop; /* GW_OP_KEEP_MS after the end */
+    h2o_linklist_t link;      /* in O.mirrored */
+} mirror_t;
+
 static struct {
     h2o_context_t *ctx;
     char tag[9];
-    h2o_linklist_t ops; /* gw_op_t.link */
+    h2o_linklist_t ops;      /* gw_op_t.link */
+    h2o_linklist_t mirrored; /* mirror_t.link */
     h2o_timeout_t keep;
-    gw_op_event_cb on_event;
+    gw_op_event_cb on_event[GW_OPS_MAX_LISTENERS];
+    size_t num_on_event;
 } O;
 
 void gw_ops_init(h2o_context_t *ctx, const char *tag)
@@ -51,12 +62,19 @@ void gw_ops_init(h2o_context_t *ctx, const char *tag)
     O.ctx = ctx;
     snprintf(O.tag, sizeof(O.tag), "%.8s", tag);
     h2o_linklist_init_anchor(&O.ops);
+    h2o_linklist_init_anchor(&O.mirrored);
     h2o_timeout_init(ctx->loop, &O.keep, GW_OP_KEEP_MS);
 }
 
 void gw_ops_on_event(gw_op_event_cb cb)
 {
-    O.on_event = cb;
+    if (O.num_on_event != GW_OPS_MAX_LISTENERS)
+        O.on_event[O.num_on_event++] = cb;
+}
+
+const char *gw_ops_tag(void)
+{
+    return O.tag;
 }
 
 const char *gw_op_id(const gw_op_t *op)
@@ -110,11 +128,12 @@ json_t *gw_op_json(const gw_op_t *op)
 static void changed(gw_op_t *op)
 {
     clock_gettime(CLOCK_REALTIME, &op->updated_at);
-    if (O.on_event == NULL)
+    if (O.num_on_event == 0)
         return;
     json_t *event = json_pack("{s:s, s:o, s:o, s:s, s:s}", "type", "operation", "timestamp", timestamp(&op->updated_at), "metadata",
                               gw_op_json(op), "location", op->location, "project", op->project);
-    O.on_event(op, event);
+    for (size_t i = 0; i != O.num_on_event; ++i)
+        O.on_event[i](op, event);
     json_decref(event);
 }
 
@@ -230,6 +249,67 @@ static gw_op_t *find(const char *id, size_t len)
     return NULL;
 }
 
+static void on_mirror_drop(h2o_timeout_entry_t *entry)
+{
+    mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, drop, entry);
+    h2o_linklist_unlink(&m->link);
+    free(m->project);
+    json_decref(m->json);
+    free(m);
+}
+
+static int ended(json_t *op)
+{
+    return json_integer_value(json_object_get(op, "status_code")) >= GW_OP_SUCCESS;
+}
+
+void gw_ops_mirror(const char *project, json_t *op)
+{
+    const char *id = json_string_value(json_object_get(op, "id"));
+    if (id == NULL || strlen(id) != 36)
+        return;
+    mirror_t *m = NULL;
+    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored && m == NULL; l = l->next)
+        if (strcmp(H2O_STRUCT_FROM_MEMBER(mirror_t, link, l)->id, id) == 0)
+            m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
+    if (m == NULL) {
+        m = calloc(1, sizeof(*m));
+        memcpy(m->id, id, 37);
+        m->project = strdup(project);
+        m->drop.cb = on_mirror_drop;
+        h2o_linklist_insert(&O.mirrored, &m->link);
+    }
+    json_decref(m->json);
+    m->json = json_incref(op);
+    if (ended(op) && !h2o_timeout_is_linked(&m->drop))
+        h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
+}
+
+void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char *project, json_t *event))
+{
+    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored; l = l->next) {
+        mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
+        if (memcmp(m->id, tag, 8) != 0 || ended(m->json))
+            continue;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        json_t *op = json_deep_copy(m->json);
+        json_object_set_new(op, "status", json_string("Failure"));
+        json_object_set_new(op, "status_code", json_integer(GW_OP_FAILURE));
+        json_object_set_new(op, "err", json_string(err));
+        json_object_set_new(op, "may_cancel", json_false());
+        json_object_set_new(op, "updated_at", timestamp(&now));
+        json_decref(m->json);
+        m->json = op;
+        h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
+        const char *location = json_string_value(json_object_get(op, "location"));
+        json_t *event = json_pack("{s:s, s:o, s:O, s:s, s:s}", "type", "operation", "timestamp", timestamp(&now), "metadata", op,
+                                  "location", location != NULL ? location : "", "project", m->project);
+        cb(m->project, event);
+        json_decref(event);
+    }
+}
+
 int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project)
 {
     if (kind == GW_TRUST_CLIENT)
@@ -290,6 +370,27 @@ static void cancel(h2o_req_t *req, gw_op_t *op)
     gw_lxd_send_sync(req, NULL);
 }
 
+/* adds `op` (stolen) to the list's group of its status: itself (recursion) or its URL */
+static void list_add(json_t *meta, int deep, json_t *op)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%s", json_string_value(json_object_get(op, "status")));
+    key[0] = (char)(key[0] - 'A' + 'a'); /* LXD groups by lower-cased status */
+    json_t *group = json_object_get(meta, key);
+    if (!json_is_array(group)) {
+        group = json_array();
+        json_object_set_new(meta, key, group);
+    }
+    if (deep) {
+        json_array_append(group, op);
+    } else {
+        char url[64];
+        snprintf(url, sizeof(url), "/1.0/operations/%s", json_string_value(json_object_get(op, "id")));
+        json_array_append_new(group, json_string(url));
+    }
+    json_decref(op);
+}
+
 /* GET /1.0/operations: the cluster's list (token operations rewritten) with the gateway's own of the project added */
 static void merge(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller)
 {
@@ -304,27 +405,17 @@ static void merge(h2o_req_t *req, json_t *answer, long status, const gw_caller_t
         meta = json_object();
         json_object_set_new(answer, "metadata", meta);
     }
+    const char *want = project != NULL && *project != '\0' ? project : "default";
+    int every = all != NULL && strcmp(all, "true") == 0;
     for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next) {
         gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);
-        int wanted = (all != NULL && strcmp(all, "true") == 0) ||
-                     strcmp(op->project, project != NULL && *project != '\0' ? project : "default") == 0;
-        if (!wanted || !gw_ops_may_see(caller->kind, caller->projects, op->project))
-            continue;
-        char key[16];
-        snprintf(key, sizeof(key), "%s", status_name(op->status));
-        key[0] = (char)(key[0] - 'A' + 'a'); /* LXD groups by lower-cased status */
-        json_t *group = json_object_get(meta, key);
-        if (!json_is_array(group)) {
-            group = json_array();
-            json_object_set_new(meta, key, group);
-        }
-        if (deep) {
-            json_array_append_new(group, gw_op_json(op));
-        } else {
-            char url[64];
-            snprintf(url, sizeof(url), "/1.0/operations/%s", op->id);
-            json_array_append_new(group, json_string(url));
-        }
+        if ((every || strcmp(op->project, want) == 0) && gw_ops_may_see(caller->kind, caller->projects, op->project))
+            list_add(meta, deep, gw_op_json(op));
+    }
+    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored; l = l->next) {
+        mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
+        if ((every || strcmp(m->project, want) == 0) && gw_ops_may_see(caller->kind, caller->projects, m->project))
+            list_add(meta, deep, json_incref(m->json));
     }
 }
 
@@ -337,7 +428,7 @@ int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller)
     if (p.len < len || memcmp(p.base, prefix, len) != 0)
         return 0;
     if (p.len == len || (p.len == len + 1 && p.base[len] == '/')) { /* the list */
-        if (!get || h2o_linklist_is_empty(&O.ops))
+        if (!get || (h2o_linklist_is_empty(&O.ops) && h2o_linklist_is_empty(&O.mirrored)))
             return 0; /* nothing to add: tokens.c rewrites it */
         gw_rewrite_pass(req, caller, merge);
         return 1;

@@ -52,12 +52,24 @@ void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err);
 json_t *gw_op_json(const gw_op_t *op);
 /* answers `req` as LXD answers a request that started an operation: 202, Location, the async envelope */
 void gw_op_send_created(h2o_req_t *req, const gw_op_t *op);
-/* the listener of every change (one; the events relay) */
+/* adds a listener of every change (at most GW_OPS_MAX_LISTENERS: the client event streams, the peers' feeds) */
+#define GW_OPS_MAX_LISTENERS 4
 void gw_ops_on_event(gw_op_event_cb cb);
+/* this replica's tag (8 hex digits) */
+const char *gw_ops_tag(void);
 /* how many have not ended yet */
 size_t gw_ops_running(void);
 /* calls `cb` for every operation in the registry, running or kept */
 void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
+
+/*
+ * Operations other replicas run, as their event feeds show them (peers.h): listed in GET /1.0/operations next to this
+ * replica's own. `op` is LXD's Operation JSON (borrowed); an ended one is dropped GW_OP_KEEP_MS later.
+ */
+void gw_ops_mirror(const char *project, json_t *op);
+/* the running mirrored operations whose id starts with `tag` end as Failure with `err`; `cb` hears of each one, with
+ * LXD's event JSON for that change */
+void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char *project, json_t *event));
 
 /* LXD lets a caller of trust `kind` (restricted to `projects`, ","-joined) see the operations of `project` */
 int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project);

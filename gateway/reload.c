@@ -39,6 +39,17 @@ static int same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static int same_peers(const gw_config_t *a, const gw_config_t *b)
+{
+    if (a->num_peers != b->num_peers)
+        return 0;
+    for (size_t i = 0; i != a->num_peers; ++i)
+        if (!same_str(a->peers[i].name, b->peers[i].name) || !same_str(a->peers[i].url, b->peers[i].url) ||
+            !same_str(a->peers[i].certificate, b->peers[i].certificate))
+            return 0;
+    return 1;
+}
+
 static int same_list(char *const *a, size_t na, char *const *b, size_t nb)
 {
     if (na != nb)
@@ -69,6 +80,7 @@ static void needs_restart(const gw_config_t *o, const gw_config_t *n, char *out,
         {"timeouts.backend", o->backend_timeout_ms == n->backend_timeout_ms},
         {"timeouts.stream", o->stream_timeout_ms == n->stream_timeout_ms},
         {"metrics.listen", same_str(o->metrics_listen, n->metrics_listen)},
+        {"peers", same_peers(o, n)},
     };
     size_t len = 0;
     out[0] = '\0';

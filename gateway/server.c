@@ -14,6 +14,7 @@
 #include "lxd.h"
 #include "metrics.h"
 #include "operations.h"
+#include "peers.h"
 #include "proxy.h"
 #include "relay.h"
 #include "server.h"
@@ -36,8 +37,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     gw_caller_t *caller = h2o_mem_alloc_pool(&req->pool, sizeof(*caller));
     const char *refusal;
 
-    /* who is calling: decided here, from the client certificate, against the cluster's trust store */
+    /* who is calling: decided here, from the client certificate, against the cluster's trust store (a peer replica
+     * forwarding for a client names that client's certificate) */
     gw_trust_identify(req, caller);
+    if ((refusal = gw_peers_adopt_caller(req, caller)) != NULL) {
+        gw_lxd_send_error(req, 403, "%s", refusal);
+        return 0;
+    }
     remember(req, H2O_STRLIT("gw.fingerprint"), caller->fingerprint[0] != '\0' ? caller->fingerprint : "-");
 
     /* what no caller may send to a member */
@@ -65,8 +71,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
     if (gw_enroll_handle(req, caller))
         return;
-    /* the gateway's own operations (and the cluster's list with them merged in), and event streams with their events */
-    if (gw_ops_handle(req, caller) || gw_eventstream_handle(req, caller))
+    /* the gateway's own operations (and the cluster's list with them merged in), other replicas' (forwarded to their
+     * owner), and event streams with their events */
+    if (gw_ops_handle(req, caller) || gw_peers_handle(req, caller) || gw_eventstream_handle(req, caller))
         return;
     /* the server's description, and token operations, as the caller must see them */
     if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))
@@ -149,6 +156,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     snprintf(ids, sizeof(ids), "%.*s", (int)id.len, id.base);
     snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);
     gw_metrics_request(req->input.path, req->res.status);
+    if (req->res.status == 200 && h2o_memis(req->input.path.base, req->input.path.len, H2O_STRLIT("/lxd-gateway/peer")))
+        return; /* another replica's probe, every health interval: peer_up in /metrics tells the same */
     gw_log_access("remote", remote, "fingerprint", fps, "identity", ids, "method", method, "path", path, "status", status, "bytes",
                   bytes, "duration_ms", dur, "member", ms_, NULL);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)

@@ -96,6 +96,35 @@ static void errors_name_key_and_line(void)
     free(err);
 }
 
+static void peers(void)
+{
+    char *err;
+    gw_config_t *c = load(GOOD "peers:\n  - {name: gw1, url: \"https://10.0.0.1:8443\"}\n"
+                               "  - {name: gw2, url: \"https://10.0.0.2:8443\", certificate: @D@/cert.pem}\n",
+                          &err);
+    CHECK(c != NULL && c->num_peers == 2);
+    if (c != NULL) {
+        CHECK(strcmp(c->peers[0].name, "gw1") == 0 && strcmp(c->peers[0].url, "https://10.0.0.1:8443") == 0 &&
+              c->peers[0].certificate == NULL);
+        CHECK(c->peers[1].certificate != NULL && strstr(c->peers[1].certificate, "cert.pem") != NULL);
+        gw_config_free(c);
+    }
+    CHECK(load(GOOD "peers:\n  - {name: gw1, url: \"https://10.0.0.1:8443\"}\n  - {name: gw1, url: \"https://10.0.0.2:8443\"}\n",
+               &err) == NULL &&
+          err_has(err, "peers.name", "listed twice"));
+    free(err);
+    CHECK(load(GOOD "peers:\n  - {name: gw1, url: \"http://10.0.0.1:8443\"}\n", &err) == NULL &&
+          err_has(err, "peers.url", "line 9"));
+    free(err);
+    CHECK(load(GOOD "peers:\n  - {name: gw1}\n", &err) == NULL && err_has(err, "peers", "needs a name and a url"));
+    free(err);
+    CHECK(load(GOOD "peers:\n  - {name: gw1, url: \"https://10.0.0.1:8443\", weight: 2}\n", &err) == NULL &&
+          err_has(err, "peers.weight", "unknown key"));
+    free(err);
+    CHECK(load(GOOD "peers: [\"https://10.0.0.1:8443\"]\n", &err) == NULL && err_has(err, "peers", "mapping"));
+    free(err);
+}
+
 static void sizes_and_durations(void)
 {
     uint64_t v;
@@ -120,6 +149,7 @@ void test_config(void)
     }
     good_file();
     errors_name_key_and_line();
+    peers();
     sizes_and_durations();
     char path[512];
     snprintf(path, sizeof(path), "%s/conf.yaml", tmpdir);
