@@ -80,5 +80,6 @@ def incus(gateway, tmp_path_factory):
     fp = fp.split("=")[1].strip().replace(":", "").lower()
     gateway.wait_trusted(os.path.join(conf, "client.crt"), os.path.join(conf, "client.key"))
     run("remote", "add", "gw", "https://127.0.0.1:8443", "--accept-certificate")
+    run.conf = conf  # for clients started by hand (incus monitor)
     yield run
     member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
