@@ -61,7 +61,7 @@ test: deps
 	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
 
 demo: deps all
-	bash scripts/demo.sh
+	HA=$(HA) bash scripts/demo.sh
 
 demo-down:
 	bash scripts/demo.sh down

@@ -7,7 +7,8 @@ source "$(dirname "$0")/../scripts/common.sh"
 GW=127.0.0.1:8443
 
 if [ "${1:-}" = down ]; then
-    bash "$ctl" stop demo-gw || true
+    [ -s "$DIR/demo-haproxy.pid" ] && kill "$(cat "$DIR/demo-haproxy.pid")" 2>/dev/null || true
+    for g in demo-gw demo-gw-a demo-gw-b; do bash "$ctl" stop "$g" || true; done
     bash "$cluster" down
     exit 0
 fi
@@ -87,6 +88,67 @@ ip netns exec "$NS" curl -sk --cert "$LXDGW_CLIENT_CERT" --key "$LXDGW_CLIENT_KE
     python3 -c 'import json,sys; m=json.load(sys.stdin)["metadata"]; print("after wait:", m["status"], m["err"])'
 echo "sha256 on node3: $(cat "$DIR/node3/storage-pools/pool1/custom/default_demo-single"/* | sha256sum | cut -c1-16)"
 ishow incus storage volume list gw:pool1
+
+if [ "${HA:-0}" = 1 ]; then
+    HA_ADDR=127.0.0.1:8480
+    declare -A RADDR=([demo-gw-a]=127.0.0.1:8481 [demo-gw-b]=127.0.0.1:8482) RMET=([demo-gw-a]=127.0.0.1:9481 [demo-gw-b]=127.0.0.1:9482)
+    step "10. Two gateway replicas behind HAProxy (TLS passthrough, round-robin, no stickiness: see conf/haproxy.cfg)"
+    peers=$(printf '  - {name: demo-gw-a, url: "https://%s"}\n  - {name: demo-gw-b, url: "https://%s"}' \
+        "${RADDR[demo-gw-a]}" "${RADDR[demo-gw-b]}")
+    for r in demo-gw-a demo-gw-b; do
+        share=""
+        [ "$r" = demo-gw-b ] && share="$DIR/demo-gw-a" # one server certificate: the one clients pin through HAProxy
+        LXDGW_SHARE_CERT="$share" LXDGW_EXTRA_CONF="$(printf 'public_addresses: ["%s"]\nmetrics: {listen: "%s"}\npeers:\n%s' \
+            "$HA_ADDR" "${RMET[$r]}" "$peers")" bash "$ctl" start "$r" "$top/build/lxd-gateway" "${RADDR[$r]}"
+    done
+    sleep 2.5 # each replica probes the other and follows its operation feed
+    grep -h 'msg="gateway replica up"' "$DIR/demo-gw-a/gateway.log" "$DIR/demo-gw-b/gateway.log"
+    sed -e "s|^    bind .*|    bind $HA_ADDR|" -e '/^    server gw2 /d' \
+        -e "s|^    server gw1 .*|    server demo-gw-a ${RADDR[demo-gw-a]} check inter 500ms fall 2 rise 2\n    server demo-gw-b ${RADDR[demo-gw-b]} check inter 500ms fall 2 rise 2|" \
+        "$top/conf/haproxy.cfg" >"$DIR/demo-haproxy.cfg"
+    [ -s "$DIR/demo-haproxy.pid" ] && kill "$(cat "$DIR/demo-haproxy.pid")" 2>/dev/null || true
+    ip netns exec "$NS" haproxy -f "$DIR/demo-haproxy.cfg" -D -p "$DIR/demo-haproxy.pid"
+    echo "HAProxy on https://$HA_ADDR -> demo-gw-a ${RADDR[demo-gw-a]}, demo-gw-b ${RADDR[demo-gw-b]}"
+    for r in ha demo-gw-a demo-gw-b; do
+        addr=$HA_ADDR
+        [ "$r" != ha ] && addr=${RADDR[$r]}
+        ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus remote add "$r" "https://$addr" --accept-certificate 2>/dev/null || true
+    done
+
+    step "11. A single-call move POSTed through HAProxy, waited on at the replica that does NOT run it"
+    for n in node1 node3; do
+        ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume delete ha:pool1 demo-ha --target $n 2>/dev/null || true
+    done
+    ishow incus storage volume create ha:pool1 demo-ha --target node1
+    head -c 64M /dev/urandom >"$DIR/node1/storage-pools/pool1/custom/default_demo-ha/data.bin"
+    echo "sha256 on node1: $(sha256sum <"$DIR/node1/storage-pools/pool1/custom/default_demo-ha/data.bin" | cut -c1-16)"
+    printf '$ incus query --raw -X POST ha:/1.0/storage-pools/pool1/volumes/custom/demo-ha?target=node3 -d {...}\n'
+    id=$(ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus query --raw -X POST \
+        -d '{"name":"demo-ha","migration":true,"source":{"location":"node1"}}' \
+        "ha:/1.0/storage-pools/pool1/volumes/custom/demo-ha?target=node3" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["id"])')
+    owner=demo-gw-b other=demo-gw-a
+    fp=$(openssl x509 -in "$DIR/demo-gw-a/identity.crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)
+    [ "${id:0:8}" = "${fp:0:8}" ] && owner=demo-gw-a other=demo-gw-b
+    echo "operation $id runs on $owner (its id starts with $owner's tag)"
+    ishow incus query "$other:/1.0/operations/$id/wait?timeout=120" | grep -E '"(status|err|description)"'
+    echo "sha256 on node3: $(sha256sum <"$DIR/node3/storage-pools/pool1/custom/default_demo-ha/data.bin" | cut -c1-16)"
+
+    step "12. One replica killed: requests through HAProxy keep working on the other; restarted, it rejoins"
+    kill -9 "$(cat "$DIR/demo-gw-a/gateway.pid")"
+    echo "demo-gw-a killed (SIGKILL)"
+    ishow incus storage volume list ha:pool1 --format csv --columns nL
+    ishow incus storage volume copy ha:pool1/demo-ha ha:pool1/demo-ha-copy --target node3 --destination-target node2
+    bash "$ctl" restart demo-gw-a "$top/build/lxd-gateway" "${RADDR[demo-gw-a]}"
+    sleep 2.5 # demo-gw-b sees it answer again (health interval 2 s)
+    grep -h 'msg="gateway replica' "$DIR/demo-gw-b/gateway.log" | tail -2
+    ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume delete ha:pool1 demo-ha-copy --target node2
+
+    step "13. Each replica's counters (curl of /metrics)"
+    for r in demo-gw-a demo-gw-b; do
+        echo "# $r"
+        ip netns exec "$NS" curl -s "http://${RMET[$r]}/metrics" | grep -E '^lxd_gateway_(single_calls_total|operations_finished_total|peer_up)'
+    done
+fi
 
 cat <<TXT
 
