@@ -55,6 +55,7 @@ static struct {
     size_t num;
     char instance[33];                     /* random, per process: tells this replica's own entry apart */
     char identity[GW_FINGERPRINT_LEN + 1]; /* this replica's identity fingerprint */
+    char *tags_file;                       /* state_dir/peers.tags: the tags learned, for a restart while a peer is down */
     h2o_timeout_t interval;                /* cluster.health_interval */
     h2o_timeout_entry_t tick;
     h2o_linklist_t subscribers; /* subscriber_t.link */
@@ -118,6 +119,35 @@ static void on_feed_close(gw_wsclient_t *ws, void *data, const char *err)
 
 static const gw_wsclient_cbs_t feed_callbacks = {on_feed_open, on_feed_message, on_feed_close};
 
+/* remembers every peer's tag ("name tag" lines, replaced whole), so that after a restart this replica still knows
+ * whose operations it cannot answer for while that peer is down */
+static void save_tags(void)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", P.tags_file);
+    FILE *fp = fopen(tmp, "w");
+    if (fp == NULL)
+        return;
+    for (size_t i = 0; i != P.num; ++i)
+        if (!P.peers[i].self && P.peers[i].tag[0] != '\0')
+            fprintf(fp, "%s %s\n", P.peers[i].name, P.peers[i].tag);
+    if (fclose(fp) != 0 || rename(tmp, P.tags_file) != 0)
+        gw_log(GW_LOG_WARN, "cannot save the peers' tags", "file", P.tags_file, NULL);
+}
+
+static void load_tags(void)
+{
+    FILE *fp = fopen(P.tags_file, "r");
+    char name[256], tag[16];
+    if (fp == NULL)
+        return;
+    while (fscanf(fp, "%255s %15s", name, tag) == 2)
+        for (size_t i = 0; i != P.num; ++i)
+            if (strcmp(P.peers[i].name, name) == 0 && strlen(tag) == 8)
+                memcpy(P.peers[i].tag, tag, 9);
+    fclose(fp);
+}
+
 /* members pull this replica's relays from its own URL: through the load balancer they could reach the other one */
 static void found_self(peer_t *p)
 {
@@ -161,7 +191,10 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
         memcpy(p->tag, tag, 9);
         return;
     }
-    memcpy(p->tag, tag, 9);
+    if (strcmp(p->tag, tag) != 0) {
+        memcpy(p->tag, tag, 9);
+        save_tags();
+    }
     memcpy(p->identity, identity, sizeof(p->identity));
     if (p->feed == NULL)
         p->feed = gw_wsclient_open_url(p->url, &p->id, "/lxd-gateway/events", &feed_callbacks, p);
@@ -231,6 +264,9 @@ const char *gw_peers_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
         if (err != NULL)
             return err;
     }
+    if (asprintf(&P.tags_file, "%s/peers.tags", conf->state_dir) < 0)
+        return "out of memory";
+    load_tags();
     for (size_t i = 0; i != P.num; ++i) /* the entry naming one of our listen addresses is us, without asking */
         for (size_t j = 0; j != conf->num_listen && !P.peers[i].self; ++j)
             if (strcmp(P.peers[i].url + 8, conf->listen[j]) == 0)

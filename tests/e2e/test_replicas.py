@@ -425,6 +425,11 @@ def test_killed_replica_moves_finished_or_rolled_back(deployment, env, incus, cl
     mon.stop()
     print(f"killed with {len(running)} of its {len(mine)} moves running; survivor answered within "
           f"{time.time() - killed_at:.1f} s")
+    # the survivor restarts while the victim is still down: it still knows whose operations those are (peers.tags)
+    survivor.stop()
+    survivor.start()
+    code, body = curl(f"{survivor.url}/1.0/operations/{ops[mine[0]]}", cert, key)
+    assert code == 503 and "gw-a" in body["error"], body
 
     since = len(victim.logtext())
     victim.start()
