@@ -211,20 +211,20 @@ static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char 
         chan_end(c);
         return NULL;
     }
-    /* our key was the target's: the source's accept value is the one the target expects */
-    h2o_iovec_t accept = {NULL, 0};
+    /* our key was the target's: the source's accept value is the one the target expects. Copied before the socket
+     * is taken over: the headers point into its input buffer, which consuming the head may free */
+    h2o_req_t *req = c->req;
+    h2o_iovec_t accept = h2o_strdup(&req->pool, "", 0);
     for (size_t i = 0; i != num_headers; ++i)
         if (h2o_lcstris(headers[i].name->base, headers[i].name->len, H2O_STRLIT("sec-websocket-accept")))
-            accept = headers[i].value;
+            accept = h2o_strdup(&req->pool, headers[i].value.base, headers[i].value.len);
     c->up = h2o_http1client_steal_socket(client);
     h2o_buffer_consume(&c->up->input, rlen);
     c->up->data = c;
-    h2o_req_t *req = c->req;
     req->res.status = 101;
     req->res.reason = "Switching Protocols";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL,
-                          h2o_strdup(&req->pool, accept.base, accept.len).base, accept.len);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept.base, accept.len);
     h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
     return NULL;
 }
