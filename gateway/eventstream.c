@@ -144,8 +144,7 @@ int gw_eventstream_handle(h2o_req_t *req, const gw_caller_t *caller)
     const char *key;
     h2o_iovec_t p = req->path_normalized;
     if (!(h2o_memis(p.base, p.len, H2O_STRLIT("/1.0/events")) || h2o_memis(p.base, p.len, H2O_STRLIT("/1.0/events/"))) ||
-        h2o_is_websocket_handshake(req, &key) != 0 || key == NULL || req->version >= 0x200 ||
-        (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED))
+        h2o_is_websocket_handshake(req, &key) != 0 || key == NULL || req->version >= 0x200 || !gw_trust_is_client(caller))
         return 0; /* LXD answers the others itself */
     size_t cursor = 0;
     gw_member_t *m = gw_members_next(&cursor);

@@ -132,15 +132,10 @@ int gw_init_main(int argc, char **argv)
         fclose(fp);
         printf("created %s\n", conf);
     }
-    const char *err = NULL;
     char crt[4096], fp[GW_FINGERPRINT_LEN + 1];
     snprintf(crt, sizeof(crt), "%s/server.crt", dir);
-    X509 *server = gw_tls_read_cert(crt, &err);
-    if (server != NULL) {
-        gw_tls_fingerprint(server, fp);
+    if (gw_tls_file_fingerprint(crt, fp) == NULL)
         printf("server certificate fingerprint (what clients see): %s\n", fp);
-        X509_free(server);
-    }
     printf("\nOn a cluster member, trust the gateway's identity:\n    lxc config trust add %s/identity.crt\n", dir);
     return 0;
 }

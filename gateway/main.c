@@ -97,14 +97,15 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: config: cluster.certificate: %s\n", err);
         return 1;
     }
-    X509 *server_cert = gw_tls_read_cert(conf->tls_certificate, &err);
-    if (server_cert == NULL) {
+    char server_fp[GW_FINGERPRINT_LEN + 1], identity_fp[GW_FINGERPRINT_LEN + 1];
+    if ((err = gw_tls_file_fingerprint(conf->tls_certificate, server_fp)) != NULL) {
         fprintf(stderr, "lxd-gateway: config: tls.certificate: %s\n", err);
         return 1;
     }
-    char server_fp[GW_FINGERPRINT_LEN + 1];
-    gw_tls_fingerprint(server_cert, server_fp);
-    X509_free(server_cert);
+    if ((err = gw_tls_file_fingerprint(conf->identity_certificate, identity_fp)) != NULL) {
+        fprintf(stderr, "lxd-gateway: config: identity.certificate: %s\n", err);
+        return 1;
+    }
     gw_tokens_init(conf, server_fp);
     h2o_evloop_t *loop = h2o_evloop_create();
     static gw_server_t srv;
@@ -121,14 +122,6 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
-    X509 *identity_cert = gw_tls_read_cert(conf->identity_certificate, &err);
-    if (identity_cert == NULL) {
-        fprintf(stderr, "lxd-gateway: config: identity.certificate: %s\n", err);
-        return 1;
-    }
-    char identity_fp[GW_FINGERPRINT_LEN + 1];
-    gw_tls_fingerprint(identity_cert, identity_fp);
-    X509_free(identity_cert);
     gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
     gw_eventstream_init();
     if ((err = gw_relay_init(conf)) != NULL || (err = gw_peers_init(&srv.ctx, conf, identity_fp)) != NULL) {

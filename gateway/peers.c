@@ -63,11 +63,6 @@ static struct {
 
 static void probe(peer_t *p);
 
-static void tell_listeners(const char *project, json_t *event)
-{
-    gw_eventstream_publish(project, event);
-}
-
 /* the peer is not answering: forget its feed; its running operations end for the clients that follow them here */
 static void peer_down(peer_t *p, const char *why)
 {
@@ -84,7 +79,7 @@ static void peer_down(peer_t *p, const char *why)
              "Gateway replica %s (%s), which runs this operation, stopped answering (%s); it finishes or rolls back its "
              "moves from its journal when it starts again",
              p->name, p->url, why);
-    gw_ops_mirror_fail(p->tag, err, tell_listeners);
+    gw_ops_mirror_fail(p->tag, err, gw_eventstream_publish);
 }
 
 static void on_feed_open(gw_wsclient_t *ws, void *data)
@@ -169,9 +164,10 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
     if (err != NULL || status != 200 || tag == NULL || strlen(tag) != 8 || identity == NULL ||
         strlen(identity) != GW_FINGERPRINT_LEN || instance == NULL) {
         char why[256];
-        snprintf(why, sizeof(why), "%s", err != NULL ? err : "it did not answer as a gateway replica");
-        if (err == NULL)
-            snprintf(why, sizeof(why), "GET /lxd-gateway/peer answered status %ld", status);
+        if (err != NULL)
+            snprintf(why, sizeof(why), "%s", err);
+        else
+            snprintf(why, sizeof(why), "GET /lxd-gateway/peer answered status %ld, not a gateway replica's answer", status);
         if (first) /* later failures are logged when a peer that was up goes down */
             gw_log(GW_LOG_WARN, "gateway replica not answering", "peer", p->name, "url", p->url, "err", why, NULL);
         /* refused: down now; a timeout: maybe only slow */
@@ -430,7 +426,7 @@ int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller)
     peer_t *owner = owner_of(id, (slash != NULL ? slash : end) - id);
     if (owner == NULL)
         return 0;
-    if (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED) {
+    if (!gw_trust_is_client(caller)) {
         gw_lxd_send_error(req, 403, "not authorized");
         return 1;
     }

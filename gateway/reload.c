@@ -127,13 +127,9 @@ void gw_reload(const char *path, gw_config_t *conf, gw_server_t *srv)
     SSL_CTX *old = srv->accept.ssl_ctx;
     srv->accept.ssl_ctx = ssl; /* new connections; established ones hold a reference to the old context */
     SSL_CTX_free(old);
-    X509 *cert = gw_tls_read_cert(conf->tls_certificate, &err);
-    if (cert != NULL) { /* what tokens and relays name */
-        char fp[GW_FINGERPRINT_LEN + 1];
-        gw_tls_fingerprint(cert, fp);
-        X509_free(cert);
+    char fp[GW_FINGERPRINT_LEN + 1];
+    if (gw_tls_file_fingerprint(conf->tls_certificate, fp) == NULL) /* what tokens and relays name */
         gw_tokens_init(conf, fp);
-    }
     gw_relay_init(conf);
     gw_config_free(next);
     gw_log(GW_LOG_INFO, "configuration reloaded", "needs_restart", later[0] != '\0' ? later : "-", NULL);

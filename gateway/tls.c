@@ -105,6 +105,17 @@ void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1])
     out[len * 2] = '\0';
 }
 
+const char *gw_tls_file_fingerprint(const char *file, char out[GW_FINGERPRINT_LEN + 1])
+{
+    const char *err = NULL;
+    X509 *cert = gw_tls_read_cert(file, &err);
+    if (cert == NULL)
+        return err;
+    gw_tls_fingerprint(cert, out);
+    X509_free(cert);
+    return NULL;
+}
+
 char *gw_tls_curl_pin(X509 *cert)
 {
     unsigned char *der = NULL, md[32], b64[64];

@@ -25,6 +25,8 @@ X509 *gw_tls_read_cert(const char *file, const char **err);
 char *gw_tls_cert_pem(const char *file, const char **err);
 /* LXD's fingerprint of `cert` into out (NUL-terminated) */
 void gw_tls_fingerprint(X509 *cert, char out[GW_FINGERPRINT_LEN + 1]);
+/* LXD's fingerprint of the first certificate of PEM file `file` into out; returns NULL or an error */
+const char *gw_tls_file_fingerprint(const char *file, char out[GW_FINGERPRINT_LEN + 1]);
 /* curl's pin string for `cert`: "sha256//<base64 of the SPKI digest>" (malloc'd) */
 char *gw_tls_curl_pin(X509 *cert);
 /* writes a new ECDSA P-384 key (mode 0600) and a self-signed 10-year certificate for it; san may be NULL;

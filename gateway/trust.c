@@ -246,6 +246,11 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
     caller->cert = cert;
 }
 
+int gw_trust_is_client(const gw_caller_t *caller)
+{
+    return caller->kind == GW_TRUST_CLIENT || caller->kind == GW_TRUST_RESTRICTED;
+}
+
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller)
 {
     *caller = (gw_caller_t){{0}};

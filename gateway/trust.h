@@ -39,6 +39,8 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
 /* fills `caller` (but its identity and certificate) for the certificate of `fingerprint` (a caller another replica
  * forwards) */
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller);
+/* `caller` is a client the cluster trusts, restricted or not (who may use operations, events and volumes) */
+int gw_trust_is_client(const gw_caller_t *caller);
 /* calls `cb` for every entry of the current copy */
 void gw_trust_foreach(gw_trust_visit_cb cb, void *data);
 /* reads the trust store now; `done(data)` runs once that read ended (whatever its result) */

@@ -55,7 +55,7 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
 {
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || pool_of(req) == NULL)
         return 0;
-    if (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED)
+    if (!gw_trust_is_client(caller))
         return 0; /* LXD refuses them: let it say so */
     const char *target = gw_lxd_query(req, "target");
     json_t *body = gw_vol_body(req), *source = json_object_get(body, "source");

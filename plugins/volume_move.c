@@ -466,7 +466,7 @@ static int is_volume_post(h2o_req_t *req, h2o_iovec_t *pool, h2o_iovec_t *vol)
 static int claims(h2o_req_t *req, const gw_caller_t *caller)
 {
     h2o_iovec_t pool, vol;
-    if (!is_volume_post(req, &pool, &vol) || (caller->kind != GW_TRUST_CLIENT && caller->kind != GW_TRUST_RESTRICTED))
+    if (!is_volume_post(req, &pool, &vol) || !gw_trust_is_client(caller))
         return 0;
     const char *target = gw_lxd_query(req, "target");
     json_t *body = gw_vol_body(req);
