@@ -76,14 +76,7 @@ as_member() {
 }
 
 # pid of NODE's daemon if it is alive and really is that lxd (pid files outlive reboots and pid reuse).
-member_pid() {
-    local pf=$DIR/$1/lxd.pid pid
-    [ -s "$pf" ] || return 1
-    pid=$(<"$pf")
-    [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--logfile $DIR/$1/lxd.log" || return 1
-    echo "$pid"
-}
+member_pid() { daemon_pid_of "$DIR/$1/lxd.pid" "$DIR/$1/lxd.log"; }
 
 # Number of members reported ONLINE, asked of node1. Bounded so a wedged daemon
 # cannot hang `status` or the health check.

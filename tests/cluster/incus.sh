@@ -57,14 +57,7 @@ take_lock() {
 as_admin() { INCUS_DIR=$IDIR INCUS_CONF=$IDIR/client timeout 30 incus "$@"; }
 
 # pid of the daemon if it is alive and really is ours (pid files outlive reboots and pid reuse)
-daemon_pid() {
-    local pf=$IDIR/incusd.pid pid
-    [ -s "$pf" ] || return 1
-    pid=$(<"$pf")
-    [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--logfile $IDIR/incusd.log" || return 1
-    echo "$pid"
-}
+daemon_pid() { daemon_pid_of "$IDIR/incusd.pid" "$IDIR/incusd.log"; }
 
 # Healthy = started to the end (IDIR/ready), alive, answering, its pool there.
 healthy() {
