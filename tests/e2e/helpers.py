@@ -13,7 +13,10 @@ CLUSTER_DIR = os.environ.get("LXDGW_CLUSTER_DIR", "/var/tmp/lxdgw-cluster")
 
 
 def sh(cmd, check=True, input=None, timeout=600, env=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, env=env)
+    # no input: an empty pipe, never the runner's stdin (`incus storage volume create` reads YAML from a stdin that is
+    # not a terminal: a test started from a shell whose stdin had data got "yaml: line 318: ..."; incus 6.0.4 also
+    # fails on /dev/null, so not DEVNULL)
+    r = subprocess.run(cmd, capture_output=True, text=True, input="" if input is None else input, timeout=timeout, env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
     return r

@@ -9,9 +9,15 @@ from helpers import Gateway, curl, sh
 CLUSTER = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/cluster.sh")
 
 
-def last_access_line(gateway, path):
-    lines = [l for l in gateway.logtext().splitlines() if f"path={path} " in l and " status=" in l]
-    return lines[-1] if lines else ""
+def last_access_line(gateway, path, timeout=5):
+    """The last access-log line of `path`. h2o logs a request when it is disposed, which may be just after the client
+    has read the answer: wait a little for the line instead of racing it."""
+    deadline = time.time() + timeout
+    while True:
+        lines = [l for l in gateway.logtext().splitlines() if f"path={path} " in l and " status=" in l]
+        if lines or time.time() > deadline:
+            return lines[-1] if lines else ""
+        time.sleep(0.05)
 
 
 def wait_cluster_healthy():
