@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <curl/curl.h>
 #include "backend.h"
+#include "text.h"
 #include "metrics.h"
 #include "log.h"
 
@@ -262,14 +263,14 @@ gw_call_t *gw_backend_call_opts(const gw_call_opts_t *opts, const char *base_url
                                 const char *path, const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data)
 {
     gw_call_t *call = calloc(1, sizeof(*call));
-    char url[2048];
-    snprintf(url, sizeof(url), "%s%s", base_url, path);
+    char *url = gw_text_dupf("%s%s", base_url, path); /* a path of any length: never cut (a cut query changes its meaning) */
     call->easy = gw_backend_easy(id);
     call->cb = cb;
     call->data = data;
     h2o_buffer_init(&call->in, &h2o_socket_buffer_prototype);
     CURL *e = call->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_URL, url); /* libcurl copies it */
+    free(url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);

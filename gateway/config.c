@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <yaml.h>
 #include "config.h"
+#include "text.h"
 #include "log.h"
 
 typedef struct st_ctx_t {
@@ -23,13 +24,17 @@ typedef struct st_ctx_t {
 
 static int fail(ctx_t *c, const char *key, yaml_node_t *node, const char *fmt, ...)
 {
-    char what[512];
+    char *raw = NULL, *what;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
+    if (vasprintf(&raw, fmt, ap) < 0)
+        abort();
     va_end(ap);
+    what = gw_text_clean(raw, strlen(raw), GW_TEXT_PERCENT); /* one line, whatever the value held */
     if (c->err == NULL && asprintf(&c->err, "config: %s (line %zu): %s", key, node->start_mark.line + 1, what) < 0)
         c->err = NULL;
+    free(raw);
+    free(what);
     return -1;
 }
 

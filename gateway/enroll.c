@@ -10,6 +10,7 @@
 #include "enroll.h"
 #include "lxd.h"
 #include "members.h"
+#include "text.h"
 #include "tokens.h"
 
 static int is_certificates_post(h2o_req_t *req)
@@ -42,6 +43,11 @@ static const char *fixup(h2o_req_t *req, const gw_caller_t *caller)
     }
     const char *cert = json_string_value(json_object_get(body, "certificate"));
     if ((cert == NULL || *cert == '\0') && !json_is_true(json_object_get(body, "token"))) {
+        /* LXD's first check, on the TLS peer, which with the caller's certificate in the body it could no longer make */
+        if (gw_trust_is_client(caller)) {
+            json_decref(body);
+            return "Client is already trusted";
+        }
         char *b64 = cert_base64(caller->cert);
         json_object_set_new(body, "certificate", json_string(b64));
         free(b64);
@@ -60,6 +66,7 @@ typedef struct st_enroll_t {
     char *secret;                /* token redemption: the token's secret */
     char *cert_b64;              /* token redemption: the caller's certificate */
     json_t *token_request;       /* token redemption: what the token was made for (name, type, restricted, projects) */
+    int token_expired;           /* token redemption: its expiry has passed (told once it is cancelled, as LXD does) */
     long status;                 /* the answer to give */
     json_t *answer;
     char *location;
@@ -80,6 +87,10 @@ static void reply(void *data)
         if (e->location != NULL)
             h2o_add_header(&e->req->pool, &e->req->res.headers, H2O_TOKEN_LOCATION, NULL, /* outlives e: in the pool */
                            h2o_strdup(&e->req->pool, e->location, SIZE_MAX).base, strlen(e->location));
+        /* a connection whose caller was untrusted when it opened keeps the small body limit of untrusted callers
+         * (server.h): after an enrolment the client reconnects, and its next connection is judged anew (HTTP/1) */
+        if (e->status / 100 == 2)
+            e->req->http1_is_persistent = 0;
         gw_lxd_send_json(e->req, (int)e->status, json_incref(e->answer));
     }
     json_decref(e->answer);
@@ -126,25 +137,47 @@ static void on_cancelled(void *data, const char *err, long status, json_t *json)
         refuse(e, 500, "Failed to cancel the certificate add token operation");
         return;
     }
-    json_t *body = json_pack("{s:O, s:O, s:b, s:O, s:s}", "name", json_object_get(e->token_request, "name"), "type",
+    if (e->token_expired) {
+        refuse(e, 403, "Token has expired");
+        return;
+    }
+    json_t *body = json_pack("{s:O?, s:O, s:b, s:O?, s:s}", "name", json_object_get(e->token_request, "name"), "type",
                              json_object_get(e->token_request, "type"), "restricted",
                              json_is_true(json_object_get(e->token_request, "restricted")), "projects",
                              json_object_get(e->token_request, "projects"), "certificate", e->cert_b64);
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
+    if (text == NULL) {
+        refuse(e, 500, "Bad certificate add operation data");
+        return;
+    }
     gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", text, 30000, on_answer, e);
     free(text);
     if (c == NULL)
         refuse(e, 503, "No cluster member is reachable through the gateway");
 }
 
+/* the token has an expiry (core.remote_token_expiry) and it has passed; an expiry that cannot be read counts as passed,
+ * as in LXD (a zero time) */
 static int is_expired(json_t *meta)
 {
-    const char *at = json_string_value(json_object_get(meta, "expiresAt"));
-    struct tm tm = {0};
-    if (at == NULL || strptime(at, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
-        return 0; /* no expiry set (core.remote_token_expiry) */
-    return timegm(&tm) < time(NULL);
+    json_t *at = json_object_get(meta, "expiresAt");
+    if (at == NULL || json_is_null(at))
+        return 0;
+    long long t = json_is_string(at) ? gw_lxd_time(json_string_value(at)) : -1;
+    return t < 0 || t < (long long)time(NULL);
+}
+
+/* a certificate add token (what `lxc config trust add` makes), not a cluster join token or an image token, which are
+ * operations of class "token" too: LXD 5.0.2 redeems only operations of type CertificateAddToken, whose metadata
+ * holds the certificate request */
+static int is_certificate_add_token(json_t *op)
+{
+    json_t *meta = json_object_get(op, "metadata"), *request = json_object_get(meta, "request");
+    const char *class = json_string_value(json_object_get(op, "class"));
+    return class != NULL && strcmp(class, "token") == 0 && json_integer_value(json_object_get(op, "status_code")) == 103 &&
+           json_is_object(request) && json_is_string(json_object_get(request, "type")) &&
+           json_object_get(meta, "serverName") == NULL;
 }
 
 /* step 2: the Running token operation with this secret, if any */
@@ -159,11 +192,9 @@ static void on_operations(void *data, const char *err, long status, json_t *json
     }
     json_array_foreach(by_status, i, op)
     {
-        json_t *meta = json_object_get(op, "metadata");
-        const char *class = json_string_value(json_object_get(op, "class")),
-                   *secret = json_string_value(json_object_get(meta, "secret"));
-        if (class != NULL && strcmp(class, "token") == 0 && json_integer_value(json_object_get(op, "status_code")) == 103 &&
-            secret != NULL && strlen(secret) == strlen(e->secret) && CRYPTO_memcmp(secret, e->secret, strlen(secret)) == 0)
+        const char *secret = json_string_value(json_object_get(json_object_get(op, "metadata"), "secret"));
+        if (is_certificate_add_token(op) && json_is_string(json_object_get(op, "id")) && secret != NULL &&
+            strlen(secret) == strlen(e->secret) && CRYPTO_memcmp(secret, e->secret, strlen(secret)) == 0)
             found = op;
     }
     if (found == NULL) {
@@ -172,13 +203,11 @@ static void on_operations(void *data, const char *err, long status, json_t *json
     }
     json_t *meta = json_object_get(found, "metadata");
     e->token_request = json_incref(json_object_get(meta, "request"));
-    if (is_expired(meta)) {
-        refuse(e, 403, "Token has expired");
-        return;
-    }
-    char path[128];
-    snprintf(path, sizeof(path), "/1.0/operations/%s", json_string_value(json_object_get(found, "id")));
-    if (gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 30000, on_cancelled, e) == NULL)
+    e->token_expired = is_expired(meta); /* LXD cancels a matching token first, expired or not: single use */
+    char *path = gw_text_dupf("/1.0/operations/%s", json_string_value(json_object_get(found, "id")));
+    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "DELETE", path, NULL, 30000, on_cancelled, e);
+    free(path);
+    if (c == NULL)
         refuse(e, 503, "No cluster member is reachable through the gateway");
 }
 
@@ -209,6 +238,10 @@ int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller)
 {
     if (!is_certificates_post(req))
         return 0;
+    if (req->entity.len > GW_UNTRUSTED_MAX_BODY) { /* a certificate add is a few KiB: nothing larger is parsed */
+        gw_lxd_send_error(req, 413, "A certificate add request may not be larger than %d bytes", GW_UNTRUSTED_MAX_BODY);
+        return 1;
+    }
     const char *err;
     if ((err = fixup(req, caller)) != NULL) {
         gw_lxd_send_error(req, 400, "%s", err);
@@ -224,11 +257,9 @@ int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller)
         c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/operations?recursion=1&project=default", NULL, 30000,
                             on_operations, e);
     } else {
-        char *path = h2o_mem_alloc_pool(&req->pool, req->path.len + 1), *body = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
-        memcpy(path, req->path.base, req->path.len);
-        path[req->path.len] = '\0';
-        memcpy(body, req->entity.base, req->entity.len);
-        body[req->entity.len] = '\0';
+        /* NUL-terminated copies (a request may have no body at all: base NULL) */
+        char *path = h2o_strdup(&req->pool, req->path.base, req->path.len).base,
+             *body = h2o_strdup(&req->pool, req->entity.base != NULL ? req->entity.base : "", req->entity.len).base;
         c = gw_members_call(caller->identity, "POST", path, body, 30000, on_answer, e);
     }
     if (c == NULL)

@@ -20,7 +20,7 @@ typedef struct st_stream_t {
     char *project;               /* the project asked for ("default" when none) */
     int all_projects;            /* ?all-projects=true */
     gw_trust_kind_t kind;        /* the caller's trust */
-    char *projects;              /* GW_TRUST_RESTRICTED: its projects */
+    gw_projects_t *projects;     /* GW_TRUST_RESTRICTED: its projects (a reference) */
     h2o_linklist_t link;         /* in streams, once upgraded */
 } stream_t;
 
@@ -32,16 +32,32 @@ static void stream_free(stream_t *s)
         *s->holder = NULL;
     if (h2o_linklist_is_linked(&s->link))
         h2o_linklist_unlink(&s->link);
-    free(s->types), free(s->project), free(s->projects);
+    free(s->types), free(s->project);
+    gw_projects_unref(s->projects);
     free(s);
 }
 
+int gw_eventstream_send(h2o_websocket_conn_t *conn, const char *text, size_t len)
+{
+    /* (while the 101 is still being written, h2o owns the connection: it is not closed from here then) */
+    if (conn->sock != NULL && wslay_event_get_queued_msg_length(conn->ws_ctx) + len > GW_EVENTSTREAM_MAX_QUEUED)
+        return -1;
+    struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+    wslay_event_queue_msg(conn->ws_ctx, &msg);
+    if (conn->sock != NULL) /* still writing the 101: h2o proceeds by itself once it is out */
+        h2o_websocket_proceed(conn);
+    return 0;
+}
+
+static void on_down(h2o_websocket_conn_t *conn, const struct wslay_event_on_msg_recv_arg *arg);
+
 static void send_down(stream_t *s, const char *text, size_t len)
 {
-    struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    wslay_event_queue_msg(s->down->ws_ctx, &msg);
-    if (s->down->sock != NULL) /* still writing the 101: h2o proceeds by itself once it is out */
-        h2o_websocket_proceed(s->down);
+    if (gw_eventstream_send(s->down, text, len) != 0) {
+        gw_log(GW_LOG_WARN, "client event stream closed: the client does not read its events", "unread_bytes",
+               gw_log_num((long long)wslay_event_get_queued_msg_length(s->down->ws_ctx)), NULL);
+        on_down(s->down, NULL); /* as if the client had gone: frees `s` */
+    }
 }
 
 static int wants_type(const stream_t *s, const char *type)
@@ -58,8 +74,8 @@ void gw_eventstream_publish(const char *project, json_t *event)
         if (!wants_type(s, "operation") || !(s->all_projects || strcmp(s->project, project) == 0) ||
             !gw_ops_may_see(s->kind, s->projects, project))
             continue;
-        if (text == NULL)
-            text = json_dumps(event, JSON_COMPACT);
+        if (text == NULL && (text = json_dumps(event, JSON_COMPACT)) == NULL)
+            return; /* nothing to send (an event that cannot be encoded) */
         send_down(s, text, strlen(text));
     }
     free(text);
@@ -163,7 +179,7 @@ int gw_eventstream_handle(h2o_req_t *req, const gw_caller_t *caller)
     s->project = strdup(project != NULL && *project != '\0' ? project : "default");
     s->all_projects = all != NULL && strcmp(all, "true") == 0;
     s->kind = caller->kind;
-    s->projects = caller->projects != NULL ? strdup(caller->projects) : NULL;
+    s->projects = gw_projects_ref(caller->projects);
     gw_member_note(req, m);
     char *path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
     s->up = gw_wsclient_open(m, caller->identity, path, &up_callbacks, s);

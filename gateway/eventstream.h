@@ -11,6 +11,7 @@
 #define GW_EVENTSTREAM_H
 
 #include <h2o.h>
+#include <h2o/websocket.h>
 #include <jansson.h>
 #include "trust.h"
 
@@ -19,6 +20,14 @@ void gw_eventstream_init(void);
 /* hands LXD's event JSON `event` of type "operation" in `project` to every stream that asked for it and may see it
  * (another replica's operations, from its feed) */
 void gw_eventstream_publish(const char *project, json_t *event);
+/* events a websocket client may leave unread before it is disconnected (LXD drops listeners that do not keep up):
+ * the gateway's memory does not grow with a client that stopped reading */
+#define GW_EVENTSTREAM_MAX_QUEUED (8 * 1024 * 1024)
+
+/* queues `text` as one text frame to the server-side websocket `conn` (a client's event stream, a peer's feed);
+ * returns 0, or -1 when the client has more than GW_EVENTSTREAM_MAX_QUEUED bytes unread: nothing was queued and the
+ * caller closes the connection */
+int gw_eventstream_send(h2o_websocket_conn_t *conn, const char *text, size_t len);
 /* takes a websocket GET /1.0/events of a trusted caller (returns 1); 0 for anything else */
 int gw_eventstream_handle(h2o_req_t *req, const gw_caller_t *caller);
 

@@ -34,8 +34,8 @@ const char *gw_identity_init(h2o_context_t *_ctx, X509 *_cluster_cert, const cha
     cluster_cert = _cluster_cert;
     h2o_timeout_init(ctx->loop, &io_timeout, io_timeout_ms);
     h2o_timeout_init(ctx->loop, &stream_timeout, stream_timeout_ms);
-    gw_identities[GW_IDENTITY_ANONYMOUS] = (gw_identity_t){"anonymous", GW_IDENTITY_ANONYMOUS, NULL, NULL};
-    gw_identities[GW_IDENTITY_GATEWAY] = (gw_identity_t){"gateway", GW_IDENTITY_GATEWAY, cert_file, key_file};
+    gw_identities[GW_IDENTITY_ANONYMOUS] = (gw_identity_t){"anonymous", NULL, NULL};
+    gw_identities[GW_IDENTITY_GATEWAY] = (gw_identity_t){"gateway", cert_file, key_file};
     for (size_t i = 0; i != GW_IDENTITY_NUM_STATIC; ++i)
         if ((err = gw_identity_setup(gw_identities + i)) != NULL)
             return err;

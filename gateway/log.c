@@ -2,11 +2,13 @@
  * log.c: logfmt writer (see log.h).
  */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/time.h>
 #include <jansson.h>
 #include "log.h"
+#include "text.h"
 
 gw_log_level_t gw_log_level = GW_LOG_INFO;
 FILE *gw_log_access_fp;
@@ -31,14 +33,15 @@ const char *gw_log_num(long long v)
     return b;
 }
 
-/* logfmt: a value is quoted when it is empty or holds a space, a quote, '=' or a control character */
-static void put_value(FILE *fp, const char *v)
+/* logfmt: a value is quoted when it is empty or holds a space, a quote, '=' or a backslash; bytes that are not
+ * printable UTF-8 (what a client or member sent may be anything) are written as %XX, so a line is always one line */
+static void put_value(FILE *fp, const char *raw)
 {
-    if (v == NULL)
-        v = "";
-    int quote = *v == '\0' || strpbrk(v, " \"=\\\t\r\n") != NULL;
+    char *clean = gw_text_clean(raw != NULL ? raw : "", raw != NULL ? strlen(raw) : 0, GW_TEXT_PERCENT), *v = clean;
+    int quote = *v == '\0' || strpbrk(v, " \"=\\") != NULL;
     if (!quote) {
         fputs(v, fp);
+        free(clean);
         return;
     }
     fputc('"', fp);
@@ -49,20 +52,12 @@ static void put_value(FILE *fp, const char *v)
             fputc('\\', fp);
             fputc(*v, fp);
             break;
-        case '\n':
-            fputs("\\n", fp);
-            break;
-        case '\t':
-            fputs("\\t", fp);
-            break;
-        case '\r':
-            fputs("\\r", fp);
-            break;
         default:
             fputc(*v, fp);
         }
     }
     fputc('"', fp);
+    free(clean);
 }
 
 static void put_time(FILE *fp)
@@ -123,13 +118,22 @@ void gw_log_audit(const char *fingerprint, const char *identity, const char *met
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(frac, sizeof(frac), ".%06ldZ", (long)tv.tv_usec);
     strcat(ts, frac);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "time", ts, "fingerprint", fingerprint, "identity", identity,
-                          "method", method, "path", path, "status", status, "operation", operation);
-    char *line = json_dumps(j, JSON_COMPACT);
+    /* every state-changing request is audited, whatever bytes it held: what is not UTF-8 is written as %XX */
+    const char *raw[] = {fingerprint, identity, method, path, operation};
+    char *v[5];
+    for (size_t i = 0; i != 5; ++i)
+        v[i] = gw_text_clean(raw[i] != NULL ? raw[i] : "", raw[i] != NULL ? strlen(raw[i]) : 0, GW_TEXT_PERCENT);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "time", ts, "fingerprint", v[0], "identity", v[1], "method", v[2],
+                          "path", v[3], "status", status, "operation", v[4]);
+    char *line = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (line != NULL) {
-        fprintf(gw_log_audit_fp, "%s\n", line);
-        fflush(gw_log_audit_fp);
-        free(line);
+    for (size_t i = 0; i != 5; ++i)
+        free(v[i]);
+    if (line == NULL) { /* cannot happen with clean strings; never drop an audit line silently */
+        gw_log(GW_LOG_ERROR, "audit line could not be encoded", "method", method, "path", path, NULL);
+        return;
     }
+    fprintf(gw_log_audit_fp, "%s\n", line);
+    fflush(gw_log_audit_fp);
+    free(line);
 }

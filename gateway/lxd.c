@@ -5,13 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <curl/curl.h>
 #include "lxd.h"
+#include "text.h"
 
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
 {
-    char *text = json_dumps(json, JSON_COMPACT);
+    char *text = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
+    if (text == NULL) { /* cannot happen with what gw_lxd_* build; a fixed answer rather than a crash if it does */
+        status = 500;
+        text = strdup("{\"type\":\"error\",\"status\":\"\",\"status_code\":0,\"operation\":\"\",\"error_code\":500,"
+                      "\"error\":\"The gateway could not encode its answer\",\"metadata\":null}");
+    }
     size_t len = strlen(text);
     h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
     free(text);
@@ -30,18 +37,21 @@ void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
 
 json_t *gw_lxd_error_json(int status, const char *msg)
 {
-    return json_pack("{s:s, s:s, s:i, s:s, s:i, s:s, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
-                     "error_code", status, "error", msg, "metadata");
+    char *clean = gw_text_clean(msg != NULL ? msg : "", msg != NULL ? strlen(msg) : 0, GW_TEXT_REPLACE);
+    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:i, s:s%, s:n}", "type", "error", "status", "", "status_code", 0, "operation", "",
+                          "error_code", status, "error", clean, strlen(clean), "metadata");
+    free(clean);
+    return j;
 }
 
 void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    char *msg = gw_text_vformat(fmt, ap);
     va_end(ap);
     gw_lxd_send_json(req, status, gw_lxd_error_json(status, msg));
+    free(msg);
 }
 
 void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata)
@@ -68,7 +78,9 @@ const char *gw_lxd_query(h2o_req_t *req, const char *name)
             const char *v = p + nlen + (p + nlen < stop);
             char *out = h2o_mem_alloc_pool(&req->pool, stop - v + 1), *o = out;
             for (; v < stop; ++v) {
-                if (*v == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
+                /* %00 stays as it is: a C string cannot hold the NUL, and cutting the value there would make
+                 * "default%00x" name the project "default" */
+                if (*v == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0 && (v[1] != '0' || v[2] != '0')) {
                     *o++ = (char)(hexval(v[1]) * 16 + hexval(v[2]));
                     v += 2;
                 } else {
@@ -104,4 +116,27 @@ int gw_lxd_list_has(const char *list, const char *item)
         p = comma != NULL ? comma + 1 : end;
     }
     return 0;
+}
+
+long long gw_lxd_time(const char *s)
+{
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL)
+        return -1;
+    if (*p == '.')
+        for (++p; *p >= '0' && *p <= '9'; ++p)
+            ;
+    long long t = (long long)timegm(&tm);
+    if (*p == 'Z' || *p == 'z')
+        return p[1] == '\0' ? t : -1;
+#define D(c) ((c) >= '0' && (c) <= '9')
+    if ((*p != '+' && *p != '-') || !D(p[1]) || !D(p[2]) || p[3] != ':' || !D(p[4]) || !D(p[5]) || p[6] != '\0')
+        return -1;
+#undef D
+    int hh = (p[1] - '0') * 10 + p[2] - '0', mm = (p[4] - '0') * 10 + p[5] - '0';
+    if (hh > 23 || mm > 59)
+        return -1;
+    long long offset = (hh * 60LL + mm) * 60; /* local = UTC + offset */
+    return *p == '+' ? t - offset : t + offset;
 }

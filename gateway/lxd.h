@@ -19,9 +19,13 @@ void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json);
 /* "/1.0/storage-pools/<pool>/volumes/custom[/<name>]?project=<project>&target=<member>", every part percent-encoded
  * (malloc'd); name == NULL: the collection */
 char *gw_lxd_volume_path(const char *pool, const char *name, const char *project, const char *member);
-/* `item` is one of the entries of the ","-joined `list` (LXD's ?type=a,b; a restricted certificate's projects) */
+/* `item` is one of the entries of the ","-joined `list` (LXD's ?type=a,b); never for project sets (projects.h) */
 int gw_lxd_list_has(const char *list, const char *item);
 /* the value of query parameter `name` of `req`, percent-decoded, in the request's pool; NULL when absent */
 const char *gw_lxd_query(h2o_req_t *req, const char *name);
+
+/* seconds since the epoch of a time as LXD writes it (RFC 3339: "2026-12-02T04:52:13.123456789+01:00" or "...Z"),
+ * the offset honoured; -1 when it is not one */
+long long gw_lxd_time(const char *s);
 
 #endif

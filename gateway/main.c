@@ -129,7 +129,7 @@ static int run(const char *config_path)
         return 1;
     }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
-    gw_shadow_init(conf->state_dir);
+    gw_shadow_init(conf->state_dir, identity_fp);
     if ((err = gw_plugins_init(conf, &srv.ctx)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;

@@ -7,11 +7,11 @@
 #include "log.h"
 #include "members.h"
 
-#define MAX_MEMBERS 64
-#define DISCOVERY_EVERY 5 /* health rounds between two reads of /1.0/cluster/members */
-#define POOL_IDLE_MS 5000 /* keep-alive of pooled member connections; short, as a stale one costs a 502 */
-#define PROBE_TIMEOUTS 3  /* unanswered probes in a row before a member is skipped */
-#define PROBE_MIN_MS 5000 /* a probe waits at least this long for its answer */
+#define MAX_MEMBERS GW_IDENTITY_POOLS /* each identity has a socket pool per member slot */
+#define DISCOVERY_EVERY 5             /* health rounds between two reads of /1.0/cluster/members */
+#define POOL_IDLE_MS 5000             /* keep-alive of pooled member connections; short, as a stale one costs a 502 */
+#define PROBE_TIMEOUTS 3              /* unanswered probes in a row before a member is skipped */
+#define PROBE_MIN_MS 5000             /* a probe waits at least this long for its answer */
 
 static struct {
     h2o_context_t *ctx;
@@ -31,12 +31,13 @@ static const char *resolve(gw_member_t *m)
     if (h2o_url_parse(m->url, SIZE_MAX, &url) != 0 || url.scheme != &H2O_URL_SCHEME_HTTPS)
         return "not an https URL";
     m->authority = h2o_strdup(NULL, url.authority.base, url.authority.len);
-    char host[256], port[8];
-    snprintf(host, sizeof(host), "%.*s", (int)url.host.len, url.host.base);
+    char *host = h2o_strdup(NULL, url.host.base, url.host.len).base, port[8]; /* a member's URL: any length */
     snprintf(port, sizeof(port), "%u", h2o_url_get_port(&url));
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
     /* a member address is normally an IP; a host name is resolved once, when the member is added */
-    if (getaddrinfo(host, port, &hints, &res) != 0)
+    int rc = getaddrinfo(host, port, &hints, &res);
+    free(host);
+    if (rc != 0)
         return "cannot resolve the host";
     memcpy(&m->addr, res->ai_addr, res->ai_addrlen);
     m->addrlen = res->ai_addrlen;
@@ -64,12 +65,14 @@ static gw_member_t *add(const char *url, const char *name)
     const char *err;
     if ((err = resolve(m)) != NULL) {
         gw_log(GW_LOG_ERROR, "member address unusable", "url", url, "err", err, NULL);
+        free(m->authority.base);
         free(m->url);
         free(m);
         return NULL;
     }
     m->name = strdup(name != NULL ? name : m->url);
     m->present = m->online = m->healthy = 1;
+    m->slot = M.num;
     M.list[M.num++] = m;
     gw_log(GW_LOG_INFO, "member added", "member", m->name, "url", m->url, NULL);
     return m;
@@ -113,7 +116,7 @@ gw_member_t *gw_members_find(const char *name)
 
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id)
 {
-    h2o_socketpool_t **slot = &m->pools[id->index];
+    h2o_socketpool_t **slot = &((gw_identity_t *)id)->pools[m->slot]; /* the pool cache is the identity's own */
     if (*slot == NULL) {
         *slot = malloc(sizeof(**slot));
         h2o_socketpool_init_by_address(*slot, (struct sockaddr *)&m->addr, m->addrlen, 1, SIZE_MAX);

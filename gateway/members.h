@@ -17,20 +17,20 @@
 #include "identity.h"
 
 typedef struct st_gw_member_t {
-    char *name;                               /* cluster member name ("node1"); the URL until discovery names it */
-    char *url;                                /* "https://host:port" (no trailing slash) */
-    h2o_iovec_t authority;                    /* "host:port": the Host the proxy sends */
-    struct sockaddr_storage addr;             /* where to connect */
-    socklen_t addrlen;                        /* its length */
-    int present;                              /* still listed by the cluster (or a seed of a non-clustered server) */
-    int online;                               /* the cluster reports it Online */
-    int healthy;                              /* answered our last probe (optimistic until the first probe) */
-    unsigned timeouts;                        /* probes in a row that got no answer in time */
-    uint64_t last_ok_at;                      /* h2o_now() of the last good probe; 0 = never */
-    gw_call_t *probe;                         /* probe in flight, or NULL */
-    json_t *extensions;                       /* api_extensions of its last GET /1.0 answer (NULL: none yet) */
-    int probed;                               /* a probe has ended (answered or failed) at least once */
-    h2o_socketpool_t *pools[GW_IDENTITY_MAX]; /* keep-alive TLS connections, one pool per identity */
+    char *name;                   /* cluster member name ("node1"); the URL until discovery names it */
+    char *url;                    /* "https://host:port" (no trailing slash) */
+    h2o_iovec_t authority;        /* "host:port": the Host the proxy sends */
+    struct sockaddr_storage addr; /* where to connect */
+    socklen_t addrlen;            /* its length */
+    int present;                  /* still listed by the cluster (or a seed of a non-clustered server) */
+    int online;                   /* the cluster reports it Online */
+    int healthy;                  /* answered our last probe (optimistic until the first probe) */
+    unsigned timeouts;            /* probes in a row that got no answer in time */
+    uint64_t last_ok_at;          /* h2o_now() of the last good probe; 0 = never */
+    gw_call_t *probe;             /* probe in flight, or NULL */
+    json_t *extensions;           /* api_extensions of its last GET /1.0 answer (NULL: none yet) */
+    int probed;                   /* a probe has ended (answered or failed) at least once */
+    size_t slot;                  /* its place in the member list: the index of its pool in each identity */
 } gw_member_t;
 
 /* sets up the seeds and starts discovery and health checks */
@@ -46,7 +46,7 @@ int gw_members_settled(void);
 void gw_members_foreach(void (*cb)(const gw_member_t *m, void *data), void *data);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
-/* the socket pool of `m` for identity `id` (created on first use) */
+/* the socket pool of `m` for identity `id` (created on first use; owned by the identity) */
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
 /* records that `m` serves `req` (for the access log); copied into the request's pool, as a member's name can
  * change (a seed is renamed when discovery names it) while the request is in flight */

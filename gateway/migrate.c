@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backend.h"
+#include "text.h"
 #include "log.h"
 #include "lxd.h"
 #include "migrate.h"
@@ -71,14 +72,14 @@ static void hang_up(const gw_migrate_spec_t *spec, const char *op, json_t *secre
         if (!json_is_string(secret))
             continue;
         hangup_t *h = calloc(1, sizeof(*h));
-        char url[1024];
-        snprintf(url, sizeof(url), "%s/1.0/operations/%s/websocket?secret=%s", spec->src->url, op, json_string_value(secret));
+        char *url = gw_text_dupf("%s/1.0/operations/%s/websocket?secret=%s", spec->src->url, op, json_string_value(secret));
         h->easy = gw_backend_easy(spec->id);
         h->headers = curl_slist_append(h->headers, "Connection: Upgrade");
         h->headers = curl_slist_append(h->headers, "Upgrade: websocket");
         h->headers = curl_slist_append(h->headers, "Sec-WebSocket-Version: 13");
         h->headers = curl_slist_append(h->headers, "Sec-WebSocket-Key: bHhkLWdhdGV3YXktaGFuZw==");
-        curl_easy_setopt(h->easy, CURLOPT_URL, url);
+        curl_easy_setopt(h->easy, CURLOPT_URL, url); /* libcurl copies it */
+        free(url);
         curl_easy_setopt(h->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* no websockets over h2 */
         curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers);
         curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, 1000L);
@@ -117,9 +118,9 @@ static void cancel_source(migrate_t *mg)
     c->spec.src = mg->spec.src;
     c->op = strdup(mg->src_op);
     c->secrets = json_incref(mg->secrets);
-    char path[256];
-    snprintf(path, sizeof(path), "/1.0/operations/%s", mg->src_op);
+    char *path = gw_text_dupf("/1.0/operations/%s", mg->src_op);
     gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_source_cancelled, c);
+    free(path);
 }
 
 /* step 2 answered */

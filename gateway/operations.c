@@ -2,10 +2,13 @@
  * operations.c: see operations.h.
  */
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <time.h>
 #include <openssl/rand.h>
 #include "lxd.h"
+#include "log.h"
+#include "text.h"
 #include "metrics.h"
 #include "operations.h"
 #include "rewrite.h"
@@ -132,6 +135,10 @@ static void changed(gw_op_t *op)
         return;
     json_t *event = json_pack("{s:s, s:o, s:o, s:s, s:s}", "type", "operation", "timestamp", timestamp(&op->updated_at), "metadata",
                               gw_op_json(op), "location", op->location, "project", op->project);
+    if (event == NULL) { /* cannot happen with the cleaned strings above; never hand a listener NULL */
+        gw_log(GW_LOG_ERROR, "operation event could not be encoded", "operation", op->id, NULL);
+        return;
+    }
     for (size_t i = 0; i != O.num_on_event; ++i)
         O.on_event[i](op, event);
     json_decref(event);
@@ -147,9 +154,9 @@ gw_op_t *gw_op_start(const char *description, const char *project, const char *l
     r[8] = (r[8] & 0x3f) | 0x80; /* variant 1 */
     snprintf(op->id, sizeof(op->id), "%s-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", O.tag, r[4], r[5], r[6], r[7], r[8],
              r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
-    op->description = strdup(description);
-    op->project = strdup(project);
-    op->location = strdup(location);
+    op->description = gw_text_clean(description, strlen(description), GW_TEXT_REPLACE); /* JSON strings, always */
+    op->project = gw_text_clean(project, strlen(project), GW_TEXT_REPLACE);
+    op->location = gw_text_clean(location, strlen(location), GW_TEXT_REPLACE);
     op->resources = resources != NULL ? resources : json_object();
     op->metadata = json_object();
     op->status = GW_OP_RUNNING;
@@ -205,7 +212,7 @@ void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err)
                                             : status == GW_OP_CANCELLED ? "cancelled"
                                                                         : "failure");
     free(op->err);
-    op->err = err != NULL ? strdup(err) : NULL;
+    op->err = err != NULL ? gw_text_clean(err, strlen(err), GW_TEXT_REPLACE) : NULL; /* a member's words may be anything */
     changed(op);
     while (!h2o_linklist_is_empty(&op->waiters))
         wait_done(H2O_STRUCT_FROM_MEMBER(wait_t, link, op->waiters.next));
@@ -310,13 +317,11 @@ void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char 
     }
 }
 
-int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project)
+int gw_ops_may_see(gw_trust_kind_t kind, const gw_projects_t *projects, const char *project)
 {
     if (kind == GW_TRUST_CLIENT)
         return 1;
-    if (kind != GW_TRUST_RESTRICTED || projects == NULL)
-        return 0;
-    return gw_lxd_list_has(projects, project);
+    return kind == GW_TRUST_RESTRICTED && gw_projects_has(projects, project);
 }
 
 static void on_wait_dispose(void *data)
@@ -373,9 +378,9 @@ static void cancel(h2o_req_t *req, gw_op_t *op)
 /* adds `op` (stolen) to the list's group of its status: itself (recursion) or its URL */
 static void list_add(json_t *meta, int deep, json_t *op)
 {
-    char key[16];
-    snprintf(key, sizeof(key), "%s", json_string_value(json_object_get(op, "status")));
-    key[0] = (char)(key[0] - 'A' + 'a'); /* LXD groups by lower-cased status */
+    const char *status = json_string_value(json_object_get(op, "status"));
+    char *key = gw_text_dupf("%s", status != NULL ? status : "unknown");
+    key[0] = (char)tolower((unsigned char)key[0]); /* LXD groups by lower-cased status */
     json_t *group = json_object_get(meta, key);
     if (!json_is_array(group)) {
         group = json_array();
@@ -384,10 +389,12 @@ static void list_add(json_t *meta, int deep, json_t *op)
     if (deep) {
         json_array_append(group, op);
     } else {
-        char url[64];
-        snprintf(url, sizeof(url), "/1.0/operations/%s", json_string_value(json_object_get(op, "id")));
+        const char *id = json_string_value(json_object_get(op, "id"));
+        char *url = gw_text_dupf("/1.0/operations/%s", id != NULL ? id : "");
         json_array_append_new(group, json_string(url));
+        free(url);
     }
+    free(key);
     json_decref(op);
 }
 

@@ -71,8 +71,8 @@ void gw_ops_mirror(const char *project, json_t *op);
  * LXD's event JSON for that change */
 void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char *project, json_t *event));
 
-/* LXD lets a caller of trust `kind` (restricted to `projects`, ","-joined) see the operations of `project` */
-int gw_ops_may_see(gw_trust_kind_t kind, const char *projects, const char *project);
+/* LXD lets a caller of trust `kind` (restricted to `projects`) see the operations of `project` */
+int gw_ops_may_see(gw_trust_kind_t kind, const gw_projects_t *projects, const char *project);
 /* takes GET/DELETE of /1.0/operations/<id>[/wait] for the gateway's own ids, and GET /1.0/operations (returns 1 and
  * answers); returns 0 for anything else */
 int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller);

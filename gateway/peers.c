@@ -213,6 +213,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(P.ctx->loop, &P.interval, &P.tick);
 }
 
+static void on_subscriber_msg(h2o_websocket_conn_t *conn, const struct wslay_event_on_msg_recv_arg *arg);
+
 /* this replica's own operations, to every peer that follows them */
 static void on_op_event(const gw_op_t *op, json_t *event)
 {
@@ -220,12 +222,15 @@ static void on_op_event(const gw_op_t *op, json_t *event)
     if (h2o_linklist_is_empty(&P.subscribers))
         return;
     char *text = json_dumps(event, JSON_COMPACT);
-    for (h2o_linklist_t *l = P.subscribers.next; l != &P.subscribers; l = l->next) {
+    if (text == NULL)
+        return;
+    for (h2o_linklist_t *l = P.subscribers.next, *next; l != &P.subscribers; l = next) {
+        next = l->next; /* a subscriber that does not read is dropped (it follows again, and lists what it missed) */
         subscriber_t *s = H2O_STRUCT_FROM_MEMBER(subscriber_t, link, l);
-        struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, strlen(text)};
-        wslay_event_queue_msg(s->conn->ws_ctx, &msg);
-        if (s->conn->sock != NULL) /* still writing the 101: h2o proceeds by itself once it is out */
-            h2o_websocket_proceed(s->conn);
+        if (gw_eventstream_send(s->conn, text, strlen(text)) != 0) {
+            gw_log(GW_LOG_WARN, "peer feed closed: the peer does not read its events", NULL);
+            on_subscriber_msg(s->conn, NULL);
+        }
     }
     free(text);
 }
@@ -254,7 +259,7 @@ const char *gw_peers_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
         p->name = strdup(c->name);
         p->url = strdup(c->url);
         p->pin = gw_tls_curl_pin(cert);
-        p->id = (gw_identity_t){"peer", 0, conf->identity_certificate, conf->identity_key};
+        p->id = (gw_identity_t){"peer", conf->identity_certificate, conf->identity_key};
         err = gw_identity_setup_pinned(&p->id, cert);
         X509_free(cert);
         if (err != NULL)
@@ -304,8 +309,9 @@ const char *gw_peers_adopt_caller(h2o_req_t *req, gw_caller_t *caller)
         return "The " GW_PEERS_CALLER_HEADER " header is only taken from the gateway replicas listed in `peers`";
     }
     h2o_iovec_t v = req->headers.entries[i].value;
-    char fp[GW_FINGERPRINT_LEN + 1];
-    snprintf(fp, sizeof(fp), "%.*s", (int)(v.len < GW_FINGERPRINT_LEN ? v.len : GW_FINGERPRINT_LEN), v.base);
+    char fp[GW_FINGERPRINT_LEN + 1] = ""; /* a value that is not exactly a fingerprint names nobody (untrusted) */
+    if (v.len == GW_FINGERPRINT_LEN)
+        memcpy(fp, v.base, GW_FINGERPRINT_LEN);
     gw_trust_lookup(req, fp, caller);
     return NULL;
 }

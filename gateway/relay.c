@@ -11,6 +11,7 @@
 #include "lxd.h"
 #include "relay.h"
 #include "tls.h"
+#include "wsclient.h"
 
 #define MAX_CHANNELS 8 /* websockets per relay (LXD opens control and fs; criu for instances) */
 
@@ -298,15 +299,11 @@ int gw_relay_handle(h2o_req_t *req)
     c->req = req;
     c->holder = h2o_mem_alloc_shared(&req->pool, sizeof(*c->holder), on_req_dispose);
     *c->holder = c;
-    char buf[2048];
-    h2o_iovec_t k = req->headers.entries[key].value;
-    int n =
-        snprintf(buf, sizeof(buf),
-                 "GET /1.0/operations/%s/websocket?secret=%s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %.*s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: lxd-gateway\r\n\r\n",
-                 r->op, json_string_value(json_object_get(r->secrets, name)), (int)r->src->authority.len, r->src->authority.base,
-                 (int)k.len, k.base);
-    c->upreq = h2o_strdup(NULL, buf, n);
+    char *path;
+    if (asprintf(&path, "/1.0/operations/%s/websocket?secret=%s", r->op, json_string_value(json_object_get(r->secrets, name))) < 0)
+        abort();
+    c->upreq = gw_wsclient_upgrade_request(path, r->src->authority, req->headers.entries[key].value);
+    free(path);
     h2o_url_t url;
     h2o_url_parse(r->src->url, SIZE_MAX, &url);
     gw_member_note(req, r->src);

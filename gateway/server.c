@@ -18,6 +18,8 @@
 #include "proxy.h"
 #include "relay.h"
 #include "server.h"
+#include <h2o/http1.h> /* after h2o.h: h2o_http1_accept, h2o_http2_accept */
+#include <h2o/http2.h>
 #include "shadow.h"
 #include "tls.h"
 #include "tokens.h"
@@ -65,6 +67,9 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     }
     remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
 
+    /* the gateway's own trust entries are not a restricted caller's to change (LXD would see the shadow's certificate) */
+    if (gw_shadow_guard(req, caller))
+        return;
     /* a member pulling a migration through the gateway (the secret is its authority, as in LXD) */
     if (gw_relay_handle(req))
         return;
@@ -130,6 +135,11 @@ static const char *operation_of(h2o_req_t *req)
     return h2o_strdup(&req->pool, id, (q != NULL ? q : end) - id).base; /* "<id>?project=p": just the id */
 }
 
+static const char *pool_str(h2o_req_t *req, h2o_iovec_t v)
+{
+    return h2o_strdup(&req->pool, v.base, v.len).base;
+}
+
 static void log_access(h2o_logger_t *self, h2o_req_t *req)
 {
     (void)self;
@@ -148,13 +158,11 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
     snprintf(status, sizeof(status), "%d", req->res.status);
     snprintf(bytes, sizeof(bytes), "%zu", req->bytes_sent);
     snprintf(dur, sizeof(dur), "%.3f", ms);
-    h2o_iovec_t fp = env_or_dash(req, H2O_STRLIT("gw.fingerprint")), id = env_or_dash(req, H2O_STRLIT("gw.identity")),
-                member = env_or_dash(req, H2O_STRLIT("gw.member"));
-    char method[16], *path = redact(&req->pool, req->input.path), fps[80], ids[64], ms_[64];
-    snprintf(method, sizeof(method), "%.*s", (int)req->input.method.len, req->input.method.base);
-    snprintf(fps, sizeof(fps), "%.*s", (int)fp.len, fp.base);
-    snprintf(ids, sizeof(ids), "%.*s", (int)id.len, id.base);
-    snprintf(ms_, sizeof(ms_), "%.*s", (int)member.len, member.base);
+    /* NUL-terminated copies in the request's pool: nothing here is cut to a fixed size (log.c escapes the bytes) */
+    const char *fps = pool_str(req, env_or_dash(req, H2O_STRLIT("gw.fingerprint"))),
+               *ids = pool_str(req, env_or_dash(req, H2O_STRLIT("gw.identity"))),
+               *ms_ = pool_str(req, env_or_dash(req, H2O_STRLIT("gw.member"))), *method = pool_str(req, req->input.method),
+               *path = redact(&req->pool, req->input.path);
     gw_metrics_request(req->input.path, req->res.status);
     if (req->res.status == 200 && h2o_memis(req->input.path.base, req->input.path.len, H2O_STRLIT("/lxd-gateway/peer")))
         return; /* another replica's probe, every health interval: peer_up in /metrics tells the same */
@@ -186,29 +194,83 @@ static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop)
+/* a configuration whose only host serves the gateway's flow on "/" */
+static h2o_hostconf_t *gateway_config(h2o_globalconf_t *conf, size_t max_body)
 {
-    const char *err = NULL;
-    h2o_config_init(&srv->h2o);
-    srv->h2o.max_request_entity_size = conf->max_request_body;
-    srv->h2o.server_name = h2o_iovec_init(H2O_STRLIT("lxd-gateway"));
-    h2o_hostconf_t *host = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_config_init(conf);
+    conf->max_request_entity_size = max_body;
+    conf->server_name = h2o_iovec_init(H2O_STRLIT("lxd-gateway"));
+    h2o_hostconf_t *host = h2o_config_register_host(conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_create_handler(path, sizeof(h2o_handler_t))->on_req = on_req;
     h2o_create_logger(path, sizeof(h2o_logger_t))->log_access = log_access;
-    srv->hosts[0] = host;
+    return host;
+}
+
+const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop)
+{
+    const char *err = NULL;
+    srv->hosts[0] = gateway_config(&srv->h2o, conf->max_request_body);
+    srv->hosts_untrusted[0] = gateway_config(&srv->h2o_untrusted, GW_UNTRUSTED_MAX_BODY);
     if (conf->metrics_listen != NULL) { /* a host of its own, reachable only from the metrics listener */
         srv->metrics_hosts[0] = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("lxd-gateway-metrics")), 65535);
         h2o_create_handler(h2o_config_register_path(srv->metrics_hosts[0], "/", 0), sizeof(h2o_handler_t))->on_req = on_metrics;
     }
     h2o_context_init(&srv->ctx, loop, &srv->h2o);
+    h2o_context_init(&srv->ctx_untrusted, loop, &srv->h2o_untrusted);
+    h2o_timeout_init(loop, &srv->handshake_timeout, srv->h2o.handshake_timeout);
     srv->accept.ctx = &srv->ctx;
     srv->accept.hosts = srv->hosts;
+    srv->accept_untrusted.ctx = &srv->ctx_untrusted;
+    srv->accept_untrusted.hosts = srv->hosts_untrusted;
     srv->metrics_accept.ctx = &srv->ctx;
     srv->metrics_accept.hosts = srv->metrics_hosts;
     if ((srv->accept.ssl_ctx = gw_tls_server_ctx(conf->tls_certificate, conf->tls_key, &err)) == NULL)
         return err;
     return NULL;
+}
+
+/* a client connection whose TLS handshake is under way (h2o's h2o_accept, with the choice of context added) */
+typedef struct st_handshake_t {
+    gw_server_t *srv;
+    h2o_socket_t *sock;
+    h2o_timeout_entry_t timeout; /* in srv->handshake_timeout */
+    struct timeval connected_at;
+} handshake_t;
+
+static void on_handshake_timeout(h2o_timeout_entry_t *entry)
+{
+    handshake_t *h = H2O_STRUCT_FROM_MEMBER(handshake_t, timeout, entry);
+    h2o_socket_t *sock = h->sock;
+    free(h);
+    h2o_socket_close(sock);
+}
+
+static void on_handshake(h2o_socket_t *sock, const char *err)
+{
+    handshake_t *h = sock->data;
+    gw_server_t *srv = h->srv;
+    struct timeval connected_at = h->connected_at;
+    sock->data = NULL;
+    h2o_timeout_unlink(&h->timeout);
+    free(h);
+    if (err != NULL) {
+        h2o_socket_close(sock);
+        return;
+    }
+    /* who is calling is known now, before any request is read: only a trusted client may send a large body */
+    X509 *cert = gw_tls_socket_peer_cert(sock);
+    gw_trust_kind_t kind = gw_trust_kind_of(cert);
+    X509_free(cert);
+    h2o_accept_ctx_t *ctx = kind == GW_TRUST_CLIENT || kind == GW_TRUST_RESTRICTED ? &srv->accept : &srv->accept_untrusted;
+    h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
+    for (const h2o_iovec_t *ident = h2o_http2_alpn_protocols; ident->len != 0; ++ident) {
+        if (proto.len == ident->len && memcmp(proto.base, ident->base, proto.len) == 0) {
+            h2o_http2_accept(ctx, sock, connected_at);
+            return;
+        }
+    }
+    h2o_http1_accept(ctx, sock, connected_at);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -219,7 +281,18 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
-    h2o_accept(listener == srv->metrics_listener ? &srv->metrics_accept : &srv->accept, sock);
+    if (listener == srv->metrics_listener) {
+        h2o_accept(&srv->metrics_accept, sock);
+        return;
+    }
+    handshake_t *h = calloc(1, sizeof(*h));
+    h->srv = srv;
+    h->sock = sock;
+    h->timeout.cb = on_handshake_timeout;
+    h->connected_at = *h2o_get_timestamp(&srv->ctx, NULL, NULL);
+    h2o_timeout_link(srv->ctx.loop, &srv->handshake_timeout, &h->timeout);
+    sock->data = h;
+    h2o_socket_ssl_handshake(sock, srv->accept.ssl_ctx, NULL, on_handshake);
 }
 
 static int open_listener(const char *hostport, const char **err)

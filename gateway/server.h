@@ -12,7 +12,12 @@
 typedef struct st_gw_server_t {
     h2o_globalconf_t h2o;                        /* h2o's configuration: one host, one path ("/"), our handler and logger */
     h2o_context_t ctx;                           /* h2o's per-loop context */
-    h2o_accept_ctx_t accept;                     /* what accepted connections are bound to (TLS context, hosts) */
+    h2o_accept_ctx_t accept;                     /* connections of trusted clients (TLS context, hosts) */
+    h2o_globalconf_t h2o_untrusted;              /* the same handler and logger, GW_UNTRUSTED_MAX_BODY as body limit */
+    h2o_context_t ctx_untrusted;                 /* its context, on the same loop */
+    h2o_accept_ctx_t accept_untrusted;           /* connections whose certificate is not a trusted client's at handshake */
+    h2o_hostconf_t *hosts_untrusted[2];          /* its host (NULL-terminated) */
+    h2o_timeout_t handshake_timeout;             /* a TLS handshake must end within this */
     h2o_socket_t *listeners[GW_CONFIG_MAX_LIST]; /* one per `listen` address */
     size_t num_listeners;
     h2o_hostconf_t *hosts[2];         /* what clients reach: the gateway (NULL-terminated) */
@@ -21,7 +26,9 @@ typedef struct st_gw_server_t {
     h2o_socket_t *metrics_listener;   /* `metrics.listen`, or NULL */
 } gw_server_t;
 
-/* builds the h2o configuration; call before gw_server_listen */
+/* builds the h2o configuration; call before gw_server_listen. Each TLS connection is bound, once its handshake has
+ * ended, to `accept` or `accept_untrusted` by what the trust store says of its client certificate then, so that
+ * an untrusted caller cannot make the gateway read and store a large body */
 const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop_t *loop);
 /* opens every `listen` address */
 const char *gw_server_listen(gw_server_t *srv, const gw_config_t *conf);

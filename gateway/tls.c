@@ -5,7 +5,11 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -144,7 +148,11 @@ struct st_h2o_2_2_socket_ssl_prefix_t {
 
 X509 *gw_tls_peer_cert(h2o_req_t *req)
 {
-    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    return gw_tls_socket_peer_cert(req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL);
+}
+
+X509 *gw_tls_socket_peer_cert(h2o_socket_t *sock)
+{
     if (sock == NULL || sock->ssl == NULL)
         return NULL;
     SSL *ossl = ((struct st_h2o_2_2_socket_ssl_prefix_t *)sock->ssl)->ossl;
@@ -206,20 +214,44 @@ static X509 *new_cert(EVP_PKEY *key, const char *cn, const char *san, int server
     return cert;
 }
 
+/* writes `obj` with `write` to `file` atomically: a temporary file beside it, flushed and fsync'd, then renamed over
+ * it; a failed write (a full disk) leaves no partial file. Returns 0 or -1 */
+static int write_atomically(const char *file, mode_t mode, int (*write)(FILE *fp, void *obj), void *obj)
+{
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp", file) < 0)
+        return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode), ok = 0;
+    FILE *fp = fd != -1 ? fdopen(fd, "w") : NULL;
+    if (fp != NULL) {
+        ok = write(fp, obj) == 1 && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+        ok = fclose(fp) == 0 && ok;
+    } else if (fd != -1) {
+        close(fd);
+    }
+    ok = ok && rename(tmp, file) == 0;
+    if (!ok)
+        unlink(tmp);
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+static int write_key(FILE *fp, void *key)
+{
+    return PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL);
+}
+
+static int write_cert(FILE *fp, void *cert)
+{
+    return PEM_write_X509(fp, cert);
+}
+
 const char *gw_tls_write_pair(const char *crt, const char *key, const char *cn, const char *san, int server)
 {
     EVP_PKEY *pkey = new_key();
     X509 *cert = new_cert(pkey, cn, san, server);
-    mode_t old = umask(077);
-    FILE *kf = fopen(key, "w");
-    umask(old);
-    FILE *cf = fopen(crt, "w");
-    int ok =
-        kf != NULL && cf != NULL && PEM_write_PrivateKey(kf, pkey, NULL, NULL, 0, NULL, NULL) == 1 && PEM_write_X509(cf, cert) == 1;
-    if (kf != NULL)
-        fclose(kf);
-    if (cf != NULL)
-        fclose(cf);
+    /* the key first: a certificate on disk always has its key */
+    int ok = write_atomically(key, 0600, write_key, pkey) == 0 && write_atomically(crt, 0644, write_cert, cert) == 0;
     X509_free(cert);
     EVP_PKEY_free(pkey);
     return ok ? NULL : "cannot write the key pair";

@@ -34,5 +34,7 @@ char *gw_tls_curl_pin(X509 *cert);
 const char *gw_tls_write_pair(const char *crt_file, const char *key_file, const char *cn, const char *san, int server);
 /* the certificate the client presented on this request's connection (a new reference), or NULL */
 X509 *gw_tls_peer_cert(h2o_req_t *req);
+/* the same for a TLS socket whose handshake has ended */
+X509 *gw_tls_socket_peer_cert(h2o_socket_t *sock);
 
 #endif

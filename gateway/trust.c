@@ -14,14 +14,17 @@
 typedef struct st_entry_t {
     char fingerprint[GW_FINGERPRINT_LEN + 1];
     gw_trust_kind_t kind;
-    char *projects; /* restricted: sorted, ","-joined; else NULL */
+    gw_projects_t *projects; /* restricted: its projects; else NULL */
+    char *name;              /* its name in the trust store */
 } entry_t;
 
 static struct {
     h2o_context_t *ctx;
     entry_t *entries; /* sorted by fingerprint, for bsearch */
     size_t num;
-    uint64_t loaded_at; /* h2o_now() of the last good read; 0 = never */
+    uint64_t loaded_at;       /* h2o_now() of the last good read; 0 = never */
+    uint64_t began_at;        /* h2o_now() when the read in flight was sent */
+    uint64_t loaded_began_at; /* ... and when the last good read was sent: what it shows is at least that recent */
     h2o_timeout_t timeout;
     h2o_timeout_entry_t tick;
     uint64_t refresh_ms; /* full read at least this often, events or not */
@@ -71,34 +74,12 @@ static gw_trust_kind_t kind_of(json_t *cert)
     return GW_TRUST_NONE; /* a type this gateway does not know grants nothing */
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* the project set as one comparable string: sorted, ","-joined (project names cannot hold a comma) */
-static char *project_key(json_t *projects)
-{
-    size_t n = json_array_size(projects), len = 1, i;
-    const char **names = calloc(n + 1, sizeof(*names));
-    json_t *p;
-    json_array_foreach(projects, i, p)
-    {
-        names[i] = json_string_value(p) != NULL ? json_string_value(p) : "";
-        len += strlen(names[i]) + 1;
-    }
-    qsort(names, n, sizeof(*names), cmp_str);
-    char *key = calloc(1, len);
-    for (i = 0; i != n; ++i)
-        strcat(strcat(key, i ? "," : ""), names[i]);
-    free(names);
-    return key;
-}
-
 static void free_entries(entry_t *entries, size_t num)
 {
-    for (size_t i = 0; i != num; ++i)
-        free(entries[i].projects);
+    for (size_t i = 0; i != num; ++i) {
+        gw_projects_unref(entries[i].projects);
+        free(entries[i].name);
+    }
     free(entries);
 }
 
@@ -128,8 +109,12 @@ static void on_certificates(void *data, const char *err, long status, json_t *js
             continue;
         memcpy(entries[num].fingerprint, fp, GW_FINGERPRINT_LEN + 1);
         entries[num].kind = kind_of(c);
-        if (entries[num].kind == GW_TRUST_RESTRICTED)
-            entries[num].projects = project_key(json_object_get(c, "projects"));
+        /* LXD 5.0.2 applies a restriction to metrics certificates too (/1.0/metrics?project=) */
+        if (entries[num].kind == GW_TRUST_RESTRICTED ||
+            (entries[num].kind == GW_TRUST_METRICS && json_is_true(json_object_get(c, "restricted"))))
+            entries[num].projects = gw_projects_from_json(json_object_get(c, "projects"));
+        const char *name = json_string_value(json_object_get(c, "name"));
+        entries[num].name = strdup(name != NULL ? name : "");
         ++num;
     }
     qsort(entries, num, sizeof(*entries), cmp_entry);
@@ -139,6 +124,7 @@ static void on_certificates(void *data, const char *err, long status, json_t *js
     T.entries = entries;
     T.num = num;
     T.loaded_at = h2o_now(T.ctx->loop);
+    T.loaded_began_at = T.began_at;
     if (T.on_refresh != NULL)
         T.on_refresh();
     read_ended();
@@ -146,8 +132,10 @@ static void on_certificates(void *data, const char *err, long status, json_t *js
 
 void gw_trust_foreach(gw_trust_visit_cb cb, void *data)
 {
-    for (size_t i = 0; i != T.num; ++i)
-        cb(T.entries[i].fingerprint, T.entries[i].kind, T.entries[i].projects, data);
+    for (size_t i = 0; i != T.num; ++i) {
+        gw_trust_entry_t e = {T.entries[i].fingerprint, T.entries[i].name, T.entries[i].kind, T.entries[i].projects};
+        cb(&e, data);
+    }
 }
 
 void gw_trust_on_refresh(void (*cb)(void))
@@ -168,6 +156,7 @@ static void start_read(void)
         read_ended();
         return;
     }
+    T.began_at = h2o_now(T.ctx->loop);
     T.call = gw_backend_call(m->url, &gw_identities[GW_IDENTITY_GATEWAY], "GET", "/1.0/certificates?recursion=1", NULL,
                              T.timeout.timeout * 4 + 5000, on_certificates, NULL);
 }
@@ -225,9 +214,40 @@ void gw_trust_init(h2o_context_t *ctx, uint64_t refresh_ms)
     on_tick(&T.tick);
 }
 
+uint64_t gw_trust_read_sent_at(void)
+{
+    return T.loaded_began_at;
+}
+
 uint64_t gw_trust_age_ms(void)
 {
     return T.loaded_at == 0 ? UINT64_MAX : h2o_now(T.ctx->loop) - T.loaded_at;
+}
+
+/* LXD (CheckTrustState): a certificate before its notBefore or after its notAfter is not trusted, whatever the trust
+ * store holds */
+static int in_validity_period(X509 *cert)
+{
+    return X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 && X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
+}
+
+static const entry_t *lookup(const char *fingerprint)
+{
+    entry_t key;
+    if (strlen(fingerprint) != GW_FINGERPRINT_LEN || gw_trust_age_ms() > T.refresh_ms + STALE_GRACE_MS)
+        return NULL; /* a copy too old to reflect revocations grants nothing: fail closed */
+    memcpy(key.fingerprint, fingerprint, sizeof(key.fingerprint));
+    return bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry);
+}
+
+gw_trust_kind_t gw_trust_kind_of(X509 *cert)
+{
+    char fp[GW_FINGERPRINT_LEN + 1];
+    const entry_t *found;
+    if (cert == NULL || !in_validity_period(cert))
+        return GW_TRUST_NONE;
+    gw_tls_fingerprint(cert, fp);
+    return (found = lookup(fp)) != NULL ? found->kind : GW_TRUST_NONE;
 }
 
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
@@ -244,6 +264,10 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
     gw_tls_fingerprint(cert, fp);
     gw_trust_lookup(req, fp, caller);
     caller->cert = cert;
+    if (!in_validity_period(cert)) { /* still the caller's certificate: an enrolment of it is refused by LXD itself */
+        caller->kind = GW_TRUST_NONE;
+        caller->projects = NULL;
+    }
 }
 
 int gw_trust_is_client(const gw_caller_t *caller)
@@ -256,13 +280,9 @@ void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *calle
     *caller = (gw_caller_t){{0}};
     caller->kind = GW_TRUST_NONE;
     snprintf(caller->fingerprint, sizeof(caller->fingerprint), "%s", fingerprint);
-    entry_t key, *found;
-    memcpy(key.fingerprint, caller->fingerprint, sizeof(key.fingerprint));
-    /* a copy too old to reflect revocations grants nothing: fail closed */
-    if (strlen(fingerprint) == GW_FINGERPRINT_LEN && gw_trust_age_ms() <= T.refresh_ms + STALE_GRACE_MS &&
-        (found = bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry)) != NULL) {
+    const entry_t *found = lookup(caller->fingerprint);
+    if (found != NULL) {
         caller->kind = found->kind;
-        if (found->projects != NULL)
-            caller->projects = h2o_strdup(&req->pool, found->projects, SIZE_MAX).base;
+        caller->projects = gw_projects_ref_in_pool(&req->pool, found->projects);
     }
 }

@@ -11,7 +11,12 @@
 
 #include <h2o.h>
 #include "identity.h"
+#include "projects.h"
 #include "tls.h"
+
+/* what a caller that is not a trusted client may send in one request body (LXD takes nothing larger from one: a
+ * certificate add is a few KiB); a larger body is refused as it arrives, before it is stored (server.h) */
+#define GW_UNTRUSTED_MAX_BODY (64 * 1024)
 
 typedef enum en_gw_trust_kind_t {
     GW_TRUST_NONE,       /* no certificate, or one the cluster does not trust */
@@ -23,22 +28,33 @@ typedef enum en_gw_trust_kind_t {
 
 typedef struct st_gw_caller_t {
     char fingerprint[GW_FINGERPRINT_LEN + 1]; /* of the client's certificate; "" when it sent none */
-    gw_trust_kind_t kind;                     /* what the cluster's trust store says of it */
-    const char *projects;                     /* GW_TRUST_RESTRICTED: its projects, sorted, ","-joined; else NULL */
+    gw_trust_kind_t kind;                     /* what the cluster's trust store says of it (and its validity period) */
+    const gw_projects_t *projects;            /* the projects it is restricted to (GW_TRUST_RESTRICTED; GW_TRUST_METRICS when the
+                                               * metrics certificate is restricted); NULL = not restricted. Held by the request */
     X509 *cert;                               /* the client's certificate (freed with the request), or NULL */
     const gw_identity_t *identity;            /* what the gateway presents to members on its behalf */
 } gw_caller_t;
 
-/* one entry of the mirror, as gw_trust_foreach shows it */
-typedef void (*gw_trust_visit_cb)(const char *fingerprint, gw_trust_kind_t kind, const char *projects, void *data);
+/* one entry of the mirror, as gw_trust_foreach shows it (valid during the call) */
+typedef struct st_gw_trust_entry_t {
+    const char *fingerprint;       /* GW_FINGERPRINT_LEN hex characters */
+    const char *name;              /* its name in the trust store */
+    gw_trust_kind_t kind;          /* its type (and restriction, for clients) */
+    const gw_projects_t *projects; /* as in gw_caller_t */
+} gw_trust_entry_t;
+typedef void (*gw_trust_visit_cb)(const gw_trust_entry_t *entry, void *data);
 
 /* starts the periodic mirror refresh */
 void gw_trust_init(h2o_context_t *ctx, uint64_t refresh_ms);
-/* fills `caller` (but its identity) for this request's client certificate */
+/* fills `caller` (but its identity) for this request's client certificate; a certificate outside its validity period
+ * is untrusted, as LXD's CheckTrustState has it, whatever the trust store says */
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
 /* fills `caller` (but its identity and certificate) for the certificate of `fingerprint` (a caller another replica
  * forwards) */
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller);
+/* what the trust store (and the validity period) makes of `cert`, as gw_trust_identify decides it; for a connection
+ * whose handshake just ended (NULL: GW_TRUST_NONE) */
+gw_trust_kind_t gw_trust_kind_of(X509 *cert);
 /* `caller` is a client the cluster trusts, restricted or not (who may use operations, events and volumes) */
 int gw_trust_is_client(const gw_caller_t *caller);
 /* calls `cb` for every entry of the current copy */
@@ -47,6 +63,8 @@ void gw_trust_foreach(gw_trust_visit_cb cb, void *data);
 void gw_trust_refresh_now(void (*done)(void *data), void *data);
 /* `cb` runs after every successful read of the trust store (one hook) */
 void gw_trust_on_refresh(void (*cb)(void));
+/* h2o_now() when the read that made the current copy was sent: a change made after it may not show in it */
+uint64_t gw_trust_read_sent_at(void);
 /* milliseconds since the mirror was last read successfully (UINT64_MAX: never) */
 uint64_t gw_trust_age_ms(void);
 /* name of a trust kind, for logs: "untrusted", "client", ... */

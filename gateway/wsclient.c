@@ -1,6 +1,8 @@
 /*
  * wsclient.c: see wsclient.h.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -197,6 +199,18 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
     return on_head;
 }
 
+h2o_iovec_t gw_wsclient_upgrade_request(const char *path, h2o_iovec_t authority, h2o_iovec_t key)
+{
+    char *buf;
+    int n = asprintf(&buf,
+                     "GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %.*s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: lxd-gateway\r\n\r\n",
+                     path, (int)authority.len, authority.base, (int)key.len, key.base);
+    if (n < 0)
+        abort();
+    return h2o_iovec_init(buf, n);
+}
+
 gw_wsclient_t *gw_wsclient_open_url(const char *url, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs,
                                     void *data)
 {
@@ -211,13 +225,8 @@ gw_wsclient_t *gw_wsclient_open_url(const char *url, const gw_identity_t *id, co
     }
     unsigned char nonce[16], key[32];
     RAND_bytes(nonce, sizeof(nonce));
-    EVP_EncodeBlock(key, nonce, sizeof(nonce));
-    char buf[4096];
-    int n = snprintf(buf, sizeof(buf),
-                     "GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: lxd-gateway\r\n\r\n",
-                     path, (int)parsed.authority.len, parsed.authority.base, key);
-    c->req = h2o_strdup(NULL, buf, n);
+    int klen = EVP_EncodeBlock(key, nonce, sizeof(nonce));
+    c->req = gw_wsclient_upgrade_request(path, parsed.authority, h2o_iovec_init(key, klen));
     h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&id->client_ctx, parsed.host, h2o_url_get_port(&parsed), 1,
                             on_connect);
     return c;

@@ -31,6 +31,10 @@ gw_wsclient_t *gw_wsclient_open(gw_member_t *m, const gw_identity_t *id, const c
  * which server certificate is accepted */
 gw_wsclient_t *gw_wsclient_open_url(const char *url, const gw_identity_t *id, const char *path, const gw_wsclient_cbs_t *cbs,
                                     void *data);
+/* the HTTP/1.1 upgrade request for `path` (with its query) to `authority` with the client key `key` (any length: the
+ * request is sized to fit; every part comes from outside and none may hold CR or LF, which h2o's parser guarantees
+ * for what a client sent); malloc'd into the returned iovec */
+h2o_iovec_t gw_wsclient_upgrade_request(const char *path, h2o_iovec_t authority, h2o_iovec_t key);
 /* sends a ping (a dead peer then shows as silence: see gw_wsclient_last_rx) */
 void gw_wsclient_ping(gw_wsclient_t *ws);
 /* the HTTP status the member answered the upgrade with (101; 403 when it refused the caller; 0: no answer) */

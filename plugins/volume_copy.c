@@ -16,6 +16,7 @@
 #include <string.h>
 #include "log.h"
 #include "lxd.h"
+#include "text.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "plugin.h"
@@ -40,6 +41,8 @@ static const char *pool_of(h2o_req_t *req)
 {
     static const char prefix[] = "/1.0/storage-pools/", suffix[] = "/volumes/custom";
     h2o_iovec_t p = req->path_normalized;
+    if (memchr(p.base, '\0', p.len) != NULL)
+        return NULL; /* a decoded %00 would cut the pool's name short: LXD judges such a path as it comes */
     if (p.len > 0 && p.base[p.len - 1] == '/')
         --p.len;
     if (p.len <= sizeof(prefix) - 1 + sizeof(suffix) - 1 || memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
@@ -99,12 +102,12 @@ static void answer(copy_t *c, long status, json_t *json, const char *location)
 static void refuse(copy_t *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void refuse(copy_t *c, int status, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    char *msg = gw_text_vformat(fmt, ap);
     va_end(ap);
     json_t *j = gw_lxd_error_json(status, msg);
+    free(msg);
     answer(c, status, j, NULL);
     json_decref(j);
 }
@@ -234,16 +237,21 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     const char *err = parse(c, req, body), *location = gw_vol_str(json_object_get(body, "source"), "location"),
                *target = gw_lxd_query(req, "target");
     int status = 400;
-    char msg[512];
-    if (err != NULL) {
+    char *msg = NULL;
+    static const char *const names[] = {"pool", "project", "target", NULL};
+    const char *values[] = {c->pool, c->project, target}, *bad = gw_vol_bad_text(names, values);
+    if (bad != NULL) {
+        refuse(c, 400, "The %s in the request is not valid UTF-8", bad);
+    } else if (err != NULL) {
         refuse(c, 400, "%s", err);
-    } else if ((c->src = gw_vol_member(location, "source.location", &status, msg, sizeof(msg))) == NULL ||
-               (c->dst = gw_vol_member(target, "target", &status, msg, sizeof(msg))) == NULL) {
+    } else if ((c->src = gw_vol_member(location, "source.location", &status, &msg)) == NULL ||
+               (c->dst = gw_vol_member(target, "target", &status, &msg)) == NULL) {
         refuse(c, status, "%s", msg);
     } else {
         gw_member_note(req, c->dst);
         gw_vol_get(c->src, c->id, c->src_pool, c->src_name, c->src_proj, on_source_volume, c);
     }
+    free(msg);
     json_decref(body);
 }
 

@@ -24,6 +24,7 @@
 #include "journal.h"
 #include "log.h"
 #include "lxd.h"
+#include "text.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "operations.h"
@@ -50,7 +51,7 @@ typedef struct st_move_t {
     int cancelled;                           /* the caller asked to cancel */
     unsigned watch_errors;                   /* watch calls in a row that got no usable answer */
     json_t *journal;                         /* the journal record of the move (recovery) */
-    char why[512];                           /* why it is rolled back */
+    char *why;                               /* why it is rolled back (malloc'd; a member's words of any length) */
     h2o_timeout_entry_t retry;               /* recovery (or a roll-back) waiting for members */
 } move_t;
 
@@ -89,7 +90,7 @@ static void move_free(move_t *m)
     if (m->req != NULL)
         *m->holder = NULL;
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
-    free(m->move_id), free(m->transfer_op);
+    free(m->move_id), free(m->transfer_op), free(m->why);
     json_decref(m->volume);
     json_decref(m->journal);
     free(m);
@@ -122,21 +123,22 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
     __attribute__((format(printf, 4, 5)));
 static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
 {
-    char err[1024] = "";
+    char *err = NULL;
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, sizeof(err), fmt, ap);
+        err = gw_text_vformat(fmt, ap);
         va_end(ap);
     }
     json_t *r = json_pack("{s:s}", "outcome", outcome);
     gw_journal_write(m->move_id, "end", r); /* if this one is lost, the next start only re-checks a finished move */
     json_decref(r);
     gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "volume move ended", "move", m->move_id, "outcome", outcome,
-           "volume", m->name, "from", m->src != NULL ? m->src->name : "-", "to", m->dst != NULL ? m->dst->name : "-", "err", err,
-           NULL);
+           "volume", m->name, "from", m->src != NULL ? m->src->name : "-", "to", m->dst != NULL ? m->dst->name : "-", "err",
+           err != NULL ? err : "", NULL);
     if (m->op != NULL)
-        gw_op_finish(m->op, status, fmt != NULL ? err : NULL);
+        gw_op_finish(m->op, status, err);
+    free(err);
     move_free(m);
 }
 
@@ -242,7 +244,8 @@ static void roll_back(move_t *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m->why, sizeof(m->why), fmt, ap);
+    free(m->why);
+    m->why = gw_text_vformat(fmt, ap);
     va_end(ap);
     roll_back_now(m);
 }
@@ -307,9 +310,9 @@ static void on_transfer_state(void *data, const char *err, long status, json_t *
 /* long-polls the target's operation until it ends */
 static void watch(move_t *m)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/1.0/operations/%s/wait?timeout=" POLL_WAIT_S, m->transfer_op);
+    char *path = gw_text_dupf("/1.0/operations/%s/wait?timeout=" POLL_WAIT_S, m->transfer_op);
     gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_transfer_state, m);
+    free(path);
 }
 
 static void on_migrated(void *data, const char *err, long status, json_t *json, const char *location)
@@ -352,10 +355,10 @@ static void begin(move_t *m)
         move_free(m);
         return;
     }
-    char res[2048];
-    snprintf(res, sizeof(res), "/1.0/storage-pools/%s/volumes/custom/%s", m->pool, m->name);
+    char *res = gw_text_dupf("/1.0/storage-pools/%s/volumes/custom/%s", m->pool, m->name);
     m->op =
         gw_op_start("Moving storage volume", m->project, m->dst->name, json_pack("{s:[s]}", "storage_volumes", res), on_cancel, m);
+    free(res);
     m->move_id = strdup(gw_op_id(m->op));
     *m->holder = NULL;
     m->req = NULL;
@@ -388,12 +391,12 @@ static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...)
         if (fmt == NULL && json_is_object(json)) {
             gw_lxd_send_json(req, (int)status, json_incref(json));
         } else {
-            char msg[1024];
             va_list ap;
             va_start(ap, fmt);
-            vsnprintf(msg, sizeof(msg), fmt != NULL ? fmt : "Cluster member did not answer", ap);
+            char *msg = gw_text_vformat(fmt != NULL ? fmt : "Cluster member did not answer", ap);
             va_end(ap);
             gw_lxd_send_error(req, (int)status, "%s", msg);
+            free(msg);
         }
     }
     move_free(m);
@@ -450,8 +453,8 @@ static int is_volume_post(h2o_req_t *req, h2o_iovec_t *pool, h2o_iovec_t *vol)
     static const char prefix[] = "/1.0/storage-pools/", mid[] = "/volumes/custom/";
     h2o_iovec_t p = req->path_normalized;
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || p.len <= sizeof(prefix) - 1 ||
-        memcmp(p.base, prefix, sizeof(prefix) - 1) != 0)
-        return 0;
+        memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 || memchr(p.base, '\0', p.len) != NULL)
+        return 0; /* (a decoded %00 would cut a name short: such a path is LXD's to judge, as it comes) */
     const char *start = p.base + sizeof(prefix) - 1, *end = p.base + p.len, *slash = memchr(start, '/', end - start);
     if (slash == NULL || (size_t)(end - slash) <= sizeof(mid) - 1 || memcmp(slash, mid, sizeof(mid) - 1) != 0)
         return 0;
@@ -501,18 +504,23 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     m->dst_project = strdup(*gw_vol_str(body, "project") != '\0' ? gw_vol_str(body, "project") : m->project);
     m->dst_name = strdup(*gw_vol_str(body, "name") != '\0' ? gw_vol_str(body, "name") : m->name);
     int status = 400;
-    char msg[512];
-    if (strchr(m->dst_name, '/') != NULL)
+    char *msg = NULL;
+    static const char *const names[] = {"pool", "volume name", "project", "target", NULL};
+    const char *values[] = {m->pool, m->name, m->project, target}, *bad = gw_vol_bad_text(names, values);
+    if (bad != NULL)
+        refuse(m, 400, NULL, "The %s in the request is not valid UTF-8", bad);
+    else if (strchr(m->dst_name, '/') != NULL)
         refuse(m, 400, NULL, "Storage volume names may not contain slashes");
     else if (strcmp(location, target) == 0)
         refuse(m, 400, NULL, "The volume is already on %s: source.location and target name the same member", target);
-    else if ((m->src = gw_vol_member(location, "source.location", &status, msg, sizeof(msg))) == NULL ||
-             (m->dst = gw_vol_member(target, "target", &status, msg, sizeof(msg))) == NULL)
+    else if ((m->src = gw_vol_member(location, "source.location", &status, &msg)) == NULL ||
+             (m->dst = gw_vol_member(target, "target", &status, &msg)) == NULL)
         refuse(m, status, NULL, "%s", msg);
     else {
         gw_member_note(req, m->dst);
         gw_vol_get(m->src, m->id, m->pool, m->name, m->project, on_source, m);
     }
+    free(msg);
     json_decref(body);
 }
 
@@ -570,9 +578,9 @@ static void recover(move_t *m)
     if (strcmp(jstr(r, "step"), "transferred") == 0) {
         gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_recover_target, m);
     } else if (*jstr(r, "transfer_op") != '\0') {
-        char path[256];
-        snprintf(path, sizeof(path), "/1.0/operations/%s", jstr(r, "transfer_op"));
+        char *path = gw_text_dupf("/1.0/operations/%s", jstr(r, "transfer_op"));
         gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_recover_transfer, m);
+        free(path);
     } else {
         gw_log(GW_LOG_WARN, "recovering a move: interrupted before the transfer, rolling back", "move", m->move_id, NULL);
         roll_back(m, "recovered: the move was interrupted before the transfer; the source was kept");

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lxd.h"
+#include "text.h"
 #include "volumes.h"
 
 json_t *gw_vol_body(h2o_req_t *req)
@@ -25,20 +26,28 @@ const char *gw_vol_str(json_t *obj, const char *key)
     return s != NULL ? s : "";
 }
 
-gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char *msg, size_t size)
+gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char **msg)
 {
     gw_member_t *m = gw_members_find(name);
     if (m == NULL || !m->present) {
         *status = 404;
-        snprintf(msg, size, "Cluster member not found: \"%s\" (%s)", name, what);
+        *msg = gw_text_format("Cluster member not found: \"%s\" (%s)", name, what);
         return NULL;
     }
     if (!m->online || !m->healthy) {
         *status = 503;
-        snprintf(msg, size, "Cluster member \"%s\" (%s) is offline", name, what);
+        *msg = gw_text_format("Cluster member \"%s\" (%s) is offline", name, what);
         return NULL;
     }
     return m;
+}
+
+const char *gw_vol_bad_text(const char *const *names, const char *const *values)
+{
+    for (size_t i = 0; names[i] != NULL; ++i)
+        if (values[i] != NULL && !gw_text_is_utf8(values[i], strlen(values[i])))
+            return names[i];
+    return NULL;
 }
 
 void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,

@@ -14,6 +14,7 @@ int main(int argc, char **argv)
     test_tls();
     test_plugins();
     test_plugins_move();
+    test_hygiene();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

@@ -23,5 +23,6 @@ void test_config(void);
 void test_tls(void);
 void test_plugins(void);
 void test_plugins_move(void);
+void test_hygiene(void);
 
 #endif
