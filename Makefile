@@ -17,7 +17,8 @@ PREFIX ?= /usr/local
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSCONF_DIR ?= /etc/lxd-gateway
 
-.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean install install-check
+.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean install install-check fuzz fuzz-smoke \
+	fuzz-replay fuzz-build
 all: $(BUILD)/lxd-gateway
 
 $(BUILD)/obj/%.o: %.c $(wildcard gateway/*.h plugins/*.h)
@@ -55,9 +56,10 @@ install: all
 install-check: all
 	bash tests/install.sh
 
-# the whole suite, as CI runs it: deps, a warning-free build, unit tests, e2e on the normal and the sanitizer build
+# the whole suite, as CI runs it: deps, a warning-free build, unit tests, fuzz smoke, e2e on the normal and the
+# sanitizer build
 test: deps
-	$(MAKE) format-check all unit install-check asan
+	$(MAKE) format-check all unit install-check asan fuzz-smoke
 	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
 
 demo: deps all
@@ -77,5 +79,47 @@ format-check:
 		clang-format --dry-run $$f 2>&1 | grep -q . && echo $$f; done); \
 	if [ -n "$$out" ]; then echo "clang-format would change: $$out (run make format)"; exit 1; fi
 
+# libFuzzer harnesses (tests/fuzz/, how-to in tests/fuzz/fuzz_req.h): clang with -fsanitize=fuzzer,address,undefined.
+# The core is built into build-fuzz/ with -fsanitize=fuzzer-no-link; a harness that #includes a module's .c (to reach
+# its static functions) links without that module's object (FUZZ_EXCLUDE_<target>).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_BUILD := build-fuzz
+FUZZ_TARGETS := route envelope audit body journal member_json peer_json wsclient relay config
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS = $(ALL_CFLAGS) -O1 -g $(FUZZ_SAN) -Wno-unused-function -Wno-unknown-warning-option
+FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_EXCLUDE_body := gateway/backend.c
+FUZZ_EXCLUDE_journal := gateway/journal.c
+FUZZ_EXCLUDE_member_json := gateway/trust.c gateway/members.c gateway/enroll.c gateway/backend.c
+FUZZ_EXCLUDE_peer_json := gateway/peers.c gateway/operations.c gateway/backend.c
+FUZZ_EXCLUDE_wsclient := gateway/wsclient.c
+FUZZ_EXCLUDE_relay := gateway/relay.c
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(wildcard gateway/*.h plugins/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_req.h tests/fuzz/fuzz_backend.h $(FUZZ_OBJ) $(CORE_SRC)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< \
+		$(filter-out $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(FUZZ_EXCLUDE_$*)),$(FUZZ_OBJ)) $(LIBS)
+
+fuzz-build: $(FUZZ_BIN)
+.SECONDARY: $(FUZZ_OBJ) # kept between runs (make would delete them as intermediates of the harnesses)
+
+# every harness for FUZZ_SECONDS (from its seeds and kept crash inputs); all run, then it fails if one crashed
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# the same for ~10 s each: the part of `make test`
+fuzz-smoke: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+# runs each harness once over its kept crash inputs (tests/fuzz/crashes/<target>/): after a fix, all must pass
+fuzz-replay: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) replay $(FUZZ_TARGETS)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

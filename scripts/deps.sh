@@ -3,7 +3,7 @@
 # As a non-root user it prints the commands instead of running them.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config clang-format
+PKGS=(build-essential pkg-config clang-format clang libclang-rt-14-dev
       libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libssl-dev libwslay-dev libyaml-dev
       lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest wrk procps)
 BPO_PKGS=(incus-client incus)
