@@ -17,7 +17,7 @@ PREFIX ?= /usr/local
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSCONF_DIR ?= /etc/lxd-gateway
 
-.PHONY: all deps test unit e2e asan demo demo-down bench format format-check clean install install-check fuzz fuzz-smoke \
+.PHONY: all deps deps-build install-files test unit e2e asan demo demo-down bench format format-check clean install install-check fuzz fuzz-smoke \
 	fuzz-replay fuzz-build
 all: $(BUILD)/lxd-gateway
 
@@ -34,6 +34,9 @@ $(BUILD)/unit-tests: $(UNIT_SRC) $(CORE_OBJ)
 deps:
 	@bash scripts/deps.sh
 
+deps-build:
+	@bash scripts/deps.sh --build
+
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests tests/unit/data
 
@@ -44,8 +47,12 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" build-asan/lxd-gateway
 
-# binary, man page, systemd unit, example configuration (an existing configuration is never touched)
-install: all
+# binary, man page, systemd unit, example configuration (an existing configuration is never touched); the build
+# packages first (only those), so that it works as the first command on a fresh machine
+install: deps-build
+	$(MAKE) install-files
+
+install-files: all
 	install -D -m 0755 $(BUILD)/lxd-gateway $(DESTDIR)$(PREFIX)/bin/lxd-gateway
 	install -D -m 0644 doc/lxd-gateway.8 $(DESTDIR)$(PREFIX)/share/man/man8/lxd-gateway.8
 	sed 's|/usr/local/bin/lxd-gateway|$(PREFIX)/bin/lxd-gateway|; s|/etc/lxd-gateway/|$(SYSCONF_DIR)/|' conf/lxd-gateway.service | \
@@ -62,13 +69,17 @@ test: deps
 	$(MAKE) format-check all unit install-check asan fuzz-smoke
 	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
 
-demo: deps all
+# demo, bench and install run make again once `deps` has installed the packages: pkg-config's flags are read when
+# make reads this file, which on a fresh machine is before the libraries are there
+demo: deps
+	$(MAKE) all
 	HA=$(HA) bash scripts/demo.sh
 
 demo-down:
 	bash scripts/demo.sh down
 
-bench: deps all
+bench: deps
+	$(MAKE) all
 	bash bench/run.sh
 
 format:

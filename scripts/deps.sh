@@ -3,10 +3,16 @@
 # As a non-root user it prints the commands instead of running them.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config clang-format clang libclang-rt-14-dev
-      libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libssl-dev libwslay-dev libyaml-dev
-      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest wrk procps)
+# what building the gateway needs (`scripts/deps.sh --build`: only these, for `make install`)
+BUILD_PKGS=(build-essential pkg-config libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libssl-dev libwslay-dev
+            libyaml-dev)
+PKGS=("${BUILD_PKGS[@]}" clang-format clang libclang-rt-14-dev
+      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest python3-cryptography wrk procps)
 BPO_PKGS=(incus-client incus)
+if [ "${1:-}" = --build ]; then
+    PKGS=("${BUILD_PKGS[@]}")
+    BPO_PKGS=()
+fi
 
 missing() { # prints the packages of "$@" that dpkg does not report installed
     for p in "$@"; do
@@ -41,7 +47,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "  apt-get update && apt-get install -y --no-install-recommends $need"
     exit 1
 fi
-if [ ! -f "$BPO_FILE" ]; then
+if [ ${#BPO_PKGS[@]} -gt 0 ] && [ ! -f "$BPO_FILE" ]; then
     entry=$(derive_backports)
     [ -n "$entry" ] || { echo "deps: cannot derive a bookworm-backports entry from the Debian sources" >&2; exit 1; }
     printf '%s\n' "$entry" >"$BPO_FILE"
