@@ -212,15 +212,15 @@ static void on_updated(void *data, const char *err, long status, json_t *json)
     wake(sh, ok);
 }
 
-/* makes the entry what it must be (it exists, perhaps with other settings) */
-static void put_entry(shadow_t *sh)
+/* makes the entry what it must be (it exists, perhaps with other settings); `done` hears how it went */
+static void put_entry(shadow_t *sh, gw_call_cb done)
 {
     char *path = entry_path(sh->fingerprint), *body = trust_body(sh, 0);
-    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "PUT", path, body, 10000, on_updated, sh);
+    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "PUT", path, body, 10000, done, sh);
     free(body);
     free(path);
     if (c == NULL)
-        on_updated(sh, "No cluster member is reachable", 0, NULL);
+        done(sh, "No cluster member is reachable", 0, NULL);
 }
 
 static void on_created(void *data, const char *err, long status, json_t *json)
@@ -228,7 +228,7 @@ static void on_created(void *data, const char *err, long status, json_t *json)
     shadow_t *sh = data;
     const char *msg = json_string_value(json_object_get(json, "error"));
     if (err == NULL && status / 100 != 2 && msg != NULL && strstr(msg, "already in trust store") != NULL) {
-        put_entry(sh); /* left from an earlier run, perhaps with other settings */
+        put_entry(sh, on_updated); /* left from an earlier run, perhaps with other settings */
         return;
     }
     on_updated(data, err, status, json);
@@ -496,12 +496,7 @@ static void repair(shadow_t *sh)
            "shadow", sh->super.name, "fingerprint", sh->fingerprint, NULL);
     sh->state = S_CREATING; /* requests wait for the repair instead of using an entry of unknown rights */
     sh->busy = 1;
-    char *path = entry_path(sh->fingerprint), *body = trust_body(sh, 0);
-    gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "PUT", path, body, 10000, on_repaired, sh);
-    free(body);
-    free(path);
-    if (c == NULL)
-        on_repaired(sh, "No cluster member is reachable", 0, NULL);
+    put_entry(sh, on_repaired);
 }
 
 static void on_stale_deleted(void *data, const char *err, long status, json_t *json)

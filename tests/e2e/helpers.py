@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 
 
@@ -155,3 +156,18 @@ def tree_digest(path):
             h.update(os.path.relpath(p, path).encode())
             h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+def make_image(path, payload_size, description="lxd-gateway e2e"):
+    """A unified image tarball: metadata.yaml + rootfs with busybox and a random payload."""
+    d = os.path.dirname(path)
+    meta = os.path.join(d, "metadata.yaml")
+    with open(meta, "w") as f:
+        f.write(f"architecture: x86_64\ncreation_date: {int(time.time())}\nproperties:\n  description: {description}\n")
+    payload = os.path.join(d, "payload")
+    random_file(payload, payload_size)
+    with tarfile.open(path, "w") as t:
+        t.add(meta, "metadata.yaml")
+        t.add("/bin/busybox", "rootfs/bin/busybox")
+        t.add(payload, "rootfs/payload")
+    os.unlink(payload)

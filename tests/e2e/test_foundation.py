@@ -2,13 +2,12 @@
 import json
 import os
 import subprocess
-import tarfile
 import time
 
 import pytest
 
 from conftest import CLUSTER_DIR, member_lxc
-from helpers import MiB, curl, random_file, sh, sha256_file, tree_digest, volume_dir
+from helpers import MiB, curl, make_image, random_file, sh, sha256_file, tree_digest, volume_dir
 
 
 def test_get_1_0_trusted_through_gateway(lxc, gateway, env):
@@ -89,21 +88,6 @@ def test_file_push_pull_300mib(lxc, container, tmp_path):
     lxc.run("file", "push", str(src), f"gw:{container}/root/big")
     lxc.run("file", "pull", f"gw:{container}/root/big", str(back))
     assert sha256_file(src) == sha256_file(back)
-
-
-def make_image(path, payload_size):
-    """A unified image tarball: metadata.yaml + rootfs with busybox and a random payload."""
-    d = os.path.dirname(path)
-    meta = os.path.join(d, "metadata.yaml")
-    with open(meta, "w") as f:
-        f.write(f"architecture: x86_64\ncreation_date: {int(time.time())}\nproperties:\n  description: lxd-gateway e2e\n")
-    payload = os.path.join(d, "payload")
-    random_file(payload, payload_size)
-    with tarfile.open(path, "w") as t:
-        t.add(meta, "metadata.yaml")
-        t.add("/bin/busybox", "rootfs/bin/busybox")
-        t.add(payload, "rootfs/payload")
-    os.unlink(payload)
 
 
 def test_image_import_export_300mib(lxc, tmp_path):

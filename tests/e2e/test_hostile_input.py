@@ -18,7 +18,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import tarfile
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ import uuid
 import pytest
 
 from conftest import member_lxc
-from helpers import MiB, random_file, sh, sha256_file
+from helpers import MiB, make_image, sha256_file
 
 MEMBER = "127.0.0.11:8443"
 NODES = ("node1", "node2", "node3")
@@ -557,23 +556,10 @@ def test_untrusted_large_body_is_refused_early(gw, env, who, proto):
     assert not wrong, f"an untrusted ({who}) {BIG // MiB} MiB upload over {proto}: " + "; ".join(wrong)
 
 
-def make_image(path, payload_size):
-    d = os.path.dirname(path)
-    meta, payload = os.path.join(d, "metadata.yaml"), os.path.join(d, "payload")
-    with open(meta, "w") as f:
-        f.write(f"architecture: x86_64\ncreation_date: {int(time.time())}\nproperties:\n  description: hostile e2e\n")
-    random_file(payload, payload_size)
-    with tarfile.open(path, "w") as t:
-        t.add(meta, "metadata.yaml")
-        t.add("/bin/busybox", "rootfs/bin/busybox")
-        t.add(payload, "rootfs/payload")
-    os.unlink(payload)
-
-
 @pytest.mark.parametrize("proto", ["h1-chunked", "h2"])
 def test_trusted_large_upload_still_works(gw, env, tmp_path, proto):
     img = str(tmp_path / "img.tar")
-    make_image(img, 64 * MiB)
+    make_image(img, 64 * MiB, "hostile e2e")
     fp = sha256_file(img)
     cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
     try:
