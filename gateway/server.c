@@ -48,6 +48,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     remember(req, H2O_STRLIT("gw.fingerprint"), caller->fingerprint[0] != '\0' ? caller->fingerprint : "-");
 
+    /* a connection's body limit was chosen at its handshake; a caller no longer trusted since then gets the limit of
+     * the untrusted here (its body is already read: it is at least not forwarded) */
+    if (!gw_trust_is_client(caller) && req->entity.len > GW_UNTRUSTED_MAX_BODY) {
+        gw_lxd_send_error(req, 413, "A request body from an untrusted caller may not be larger than %d bytes",
+                          GW_UNTRUSTED_MAX_BODY);
+        return 0;
+    }
     /* what no caller may send to a member */
     if ((refusal = gw_proxy_sanitize(req)) != NULL) {
         gw_lxd_send_error(req, 403, "%s", refusal);

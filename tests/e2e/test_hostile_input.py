@@ -25,7 +25,7 @@ import uuid
 import pytest
 
 from conftest import member_lxc
-from helpers import MiB, make_image, sha256_file
+from helpers import MiB, make_image, sh, sha256_file
 
 MEMBER = "127.0.0.11:8443"
 NODES = ("node1", "node2", "node3")
@@ -586,6 +586,46 @@ def test_trusted_large_upload_still_works(gw, env, tmp_path, proto):
         assert code.json()["metadata"]["metadata"]["fingerprint"] == fp
     finally:
         member_lxc("node1", "image", "delete", fp, check=False)
+
+
+def test_client_revoked_on_an_open_connection_gets_the_untrusted_body_limit(gw, tmp_path):
+    """A connection's body limit is chosen at its handshake: a client trusted then and revoked since, sending a large
+    body on the same keep-alive connection, is refused like any untrusted caller (413, LXD's envelope), and the body
+    goes nowhere."""
+    import http.client
+    crt, key = str(tmp_path / "rev.crt"), str(tmp_path / "rev.key")
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes", "-keyout", key,
+        "-out", crt, "-days", "2", "-subj", "/CN=revoked-on-open-connection"])
+    fp = sh(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"]).stdout.split("=")[1].strip()
+    fp = fp.replace(":", "").lower()
+    member_lxc("node1", "config", "trust", "add", crt)
+    try:
+        gw.wait_trusted(crt, key)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.load_cert_chain(crt, key)
+        host, port = gw.addr.rsplit(":", 1)
+        conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=15)
+        conn.request("GET", "/1.0")
+        first = conn.getresponse()
+        assert json.loads(first.read())["metadata"]["auth"] == "trusted"
+        member_lxc("node1", "config", "trust", "remove", fp[:12])
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the gateway sees the revocation (a new connection each time)
+            probe = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=15)
+            probe.request("GET", "/1.0")
+            if json.loads(probe.getresponse().read())["metadata"]["auth"] == "untrusted":
+                break
+            time.sleep(0.3)
+        conn.request("POST", "/1.0/images", body=b"x" * (1 << 20), headers={"Content-Type": "application/octet-stream"})
+        ans = conn.getresponse()
+        body = ans.read()
+        assert ans.status == 413, (ans.status, body[:300])
+        j = json.loads(body)
+        assert j["type"] == "error" and j["error_code"] == 413, j
+    finally:
+        member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
+    alive(gw, "a large body from a client revoked on its open connection")
 
 
 @pytest.mark.parametrize("who", list(WHO))
