@@ -24,15 +24,16 @@ typedef struct st_ctx_t {
 
 static int fail(ctx_t *c, const char *key, yaml_node_t *node, const char *fmt, ...)
 {
-    char *raw = NULL, *what;
+    char *what = NULL, *raw = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&raw, fmt, ap) < 0)
+    if (vasprintf(&what, fmt, ap) < 0)
         abort();
     va_end(ap);
-    what = gw_text_clean(raw, strlen(raw), GW_TEXT_PERCENT); /* one line, whatever the value held */
-    if (c->err == NULL && asprintf(&c->err, "config: %s (line %zu): %s", key, node->start_mark.line + 1, what) < 0)
-        c->err = NULL;
+    if (c->err == NULL) { /* one line, whatever the key or the value held */
+        raw = gw_text_dupf("config: %s (line %zu): %s", key, node->start_mark.line + 1, what);
+        c->err = gw_text_clean(raw, strlen(raw), GW_TEXT_PERCENT);
+    }
     free(raw);
     free(what);
     return -1;
