@@ -234,7 +234,7 @@ static int in_validity_period(X509 *cert)
 static const entry_t *lookup(const char *fingerprint)
 {
     entry_t key;
-    if (strlen(fingerprint) != GW_FINGERPRINT_LEN || gw_trust_age_ms() > T.refresh_ms + STALE_GRACE_MS)
+    if (T.entries == NULL || strlen(fingerprint) != GW_FINGERPRINT_LEN || gw_trust_age_ms() > T.refresh_ms + STALE_GRACE_MS)
         return NULL; /* a copy too old to reflect revocations grants nothing: fail closed */
     memcpy(key.fingerprint, fingerprint, sizeof(key.fingerprint));
     return bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry);
