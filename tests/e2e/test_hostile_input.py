@@ -47,6 +47,12 @@ def _describe_exit(rc):
     return f"exited with status {rc}"
 
 
+def sanitized(gw):
+    """The gateway under test runs with AddressSanitizer (its runtime is mapped into the process)."""
+    with open(f"/proc/{gw.proc.pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def alive(gw, what):
     """Fails the calling test if the gateway died (now or within 0.3 s: a crash may trail the answer)."""
     deadline = time.time() + 0.3
@@ -764,6 +770,9 @@ def test_stalled_event_listener_is_disconnected_and_memory_stays_flat(gw, env):
     finally:
         sock.close()
     grew = (s.rss - rss0) / 1024
-    assert grew < 32, f"the gateway's RSS grew by {grew:.0f} MiB holding events for a listener that does not read ({s})"
+    # AddressSanitizer keeps freed memory in its quarantine (256 MiB by default) to catch use-after-free, so RSS does
+    # not show what the gateway holds there: the sanitizer build checks the disconnection, the normal build both
+    if not sanitized(gw):
+        assert grew < 32, f"the gateway's RSS grew by {grew:.0f} MiB holding events for a listener that does not read ({s})"
     assert closed, (f"the stalled listener was never disconnected: it could still read {received / MiB:.0f} MiB of queued "
                     f"events afterwards")
