@@ -151,7 +151,7 @@ wait_member() {
             && LXD_DIR="$DIR/$node" timeout 5 lxd waitready --timeout 1 >/dev/null 2>&1; then
             return 0
         fi
-        if ! member_pid "$node" >/dev/null && [ -s "$DIR/$node/lxd.pid" ]; then
+        if daemon_exited "$DIR/$node/lxd.pid"; then
             CUR_NODE=$node
             die "$node: lxd exited during start-up"
         fi

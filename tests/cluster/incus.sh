@@ -210,7 +210,9 @@ cmd_start() {
 
     deadline=$((SECONDS + READY_TIMEOUT))
     until [ -S "$IDIR/unix.socket" ] && INCUS_DIR=$IDIR timeout 5 "$INCUSD" waitready --timeout 1 >/dev/null 2>&1; do
-        if ! daemon_pid >/dev/null && [ -s "$IDIR/incusd.pid" ]; then die "incusd exited during start-up"; fi
+        if daemon_exited "$IDIR/incusd.pid"; then
+            die "incusd exited during start-up: $(tail -n 5 "$IDIR/incusd.out" "$IDIR/incusd.log" 2>/dev/null | tr '\n' ' ')"
+        fi
         [ "$SECONDS" -lt "$deadline" ] || die "incusd not ready after ${READY_TIMEOUT}s"
         sleep 0.1
     done

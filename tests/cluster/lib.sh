@@ -16,6 +16,16 @@ daemon_pid_of() {
     echo "$pid"
 }
 
+# the daemon started with its pid in PIDFILE has exited (its process is gone, or a zombie): for start-up loops. Not
+# daemon_pid_of, whose /proc/PID/cmdline reads empty for an instant while the starter execs its way to the daemon
+# (sh -> nsenter -> unshare -> env -> daemon): a start that was going well was once taken for a dead one there
+daemon_exited() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] || return 1
+    [ ! -e "/proc/$pid" ] || grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
+
 # pids of this shell and its ancestors: `cluster.sh exec bash` then `... down|stop` must not kill itself
 self_pids() {
     local p=$$
