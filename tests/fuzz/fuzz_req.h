@@ -6,8 +6,8 @@
  *     METHOD\n PATH\n (name: value\n)* \n BODY
  *
  * The pseudo-header "x-fuzz-caller: <kind>" sets the caller's trust (0 none, 1 client, 2 restricted, 3 metrics,
- * 4 server; a restricted caller has no project) instead of being a header. Bytes the HTTP/1 parser (picohttpparser) refuses in a request
- * target or a header are replaced, so that a finding is one a client could cause.
+ * 4 server; a restricted caller has no project) instead of being a header. Bytes the HTTP/1 parser (picohttpparser) refuses in a
+ * request target or a header are replaced, so that a finding is one a client could cause.
  *
  * Run: `make fuzz` (FUZZ_SECONDS each, default 60), `make fuzz-smoke` (10 s each), `make fuzz-replay` (the kept
  * crash inputs); seeds in tests/fuzz/corpus/<target>/, crash inputs in tests/fuzz/crashes/<target>/.
@@ -27,7 +27,7 @@
 #define FUZZ_CHECK(cond, ...)                                                                                                      \
     do {                                                                                                                           \
         if (!(cond)) {                                                                                                             \
-            fprintf(stderr, "FUZZ CONTRACT VIOLATED (%s:%d): %s: ", __FILE__, __LINE__, #cond);                                     \
+            fprintf(stderr, "FUZZ CONTRACT VIOLATED (%s:%d): %s: ", __FILE__, __LINE__, #cond);                                    \
             fprintf(stderr, __VA_ARGS__);                                                                                          \
             fputc('\n', stderr);                                                                                                   \
             abort();                                                                                                               \
@@ -38,10 +38,10 @@ typedef struct st_fuzz_req_t {
     h2o_req_t req;
     h2o_pathconf_t pathconf; /* no filters: h2o_start_response leaves _ostr_top as ours */
     h2o_ostream_t out;
-    int sends;    /* h2o_send calls */
-    int final;    /* the final one came */
-    int status;   /* req->res.status at the final send */
-    char *body;   /* the answer's body (malloc'd, NUL-terminated) */
+    int sends;  /* h2o_send calls */
+    int final;  /* the final one came */
+    int status; /* req->res.status at the final send */
+    char *body; /* the answer's body (malloc'd, NUL-terminated) */
     size_t body_len;
     gw_caller_t caller;
 } fuzz_req_t;
@@ -92,8 +92,8 @@ static inline void fuzz_req_init(fuzz_req_t *f, const char *method, size_t metho
     *o = '\0';
     f->req.path = h2o_iovec_init(p, o - p);
     f->req.input.path = f->req.path;
-    f->req.path_normalized = h2o_url_normalize_path(&f->req.pool, f->req.path.base, f->req.path.len, &f->req.query_at,
-                                                    &f->req.norm_indexes);
+    f->req.path_normalized =
+        h2o_url_normalize_path(&f->req.pool, f->req.path.base, f->req.path.len, &f->req.query_at, &f->req.norm_indexes);
     f->req.authority = h2o_iovec_init(H2O_STRLIT("gateway.test:8443"));
     f->req.scheme = &H2O_URL_SCHEME_HTTPS;
     f->caller.kind = GW_TRUST_CLIENT;

@@ -158,10 +158,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* plugins' claims: only POSTs of trusted clients that name a target */
-    for (const gw_plugin_t *const *p = (const gw_plugin_t *const[]){&gw_plugin_volume_copy, &gw_plugin_volume_move, NULL}; *p; ++p) {
+    for (const gw_plugin_t *const *p = (const gw_plugin_t *const[]){&gw_plugin_volume_copy, &gw_plugin_volume_move, NULL}; *p;
+         ++p) {
         int claimed = (*p)->claims(&f.req, &f.caller);
-        FUZZ_CHECK(!claimed || (h2o_memis(f.req.method.base, f.req.method.len, H2O_STRLIT("POST")) && gw_trust_is_client(&f.caller) &&
-                                target != NULL && *target != '\0'),
+        FUZZ_CHECK(!claimed || (h2o_memis(f.req.method.base, f.req.method.len, H2O_STRLIT("POST")) &&
+                                gw_trust_is_client(&f.caller) && target != NULL && *target != '\0'),
                    "%s claims a request it must not", (*p)->name);
         FUZZ_CHECK(f.sends == 0, "%s: claims answered", (*p)->name);
     }
