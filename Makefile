@@ -83,10 +83,10 @@ bench: deps
 	bash bench/run.sh
 
 format:
-	clang-format -i gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch])
+	clang-format -i gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch] tests/fuzz/*.[ch])
 
 format-check:
-	@out=$$(for f in gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch]); do \
+	@out=$$(for f in gateway/*.[ch] $(wildcard plugins/*.[ch]) $(wildcard tests/unit/*.[ch] tests/fuzz/*.[ch]); do \
 		clang-format --dry-run $$f 2>&1 | grep -q . && echo $$f; done); \
 	if [ -n "$$out" ]; then echo "clang-format would change: $$out (run make format)"; exit 1; fi
 
