@@ -19,8 +19,13 @@
 #include "text.h"
 #include "metrics.h"
 #include "log.h"
+#include "tls.h"
 
 #define MAX_BODY (64u << 20) /* a member's JSON answer larger than this is refused, not buffered */
+/* idle connections libcurl keeps for reuse (its default, 4 per call in flight, closed connections that the next probe
+ * round or trust refresh needed again: one per member per identity in use, plus other replicas); one idle for 118 s
+ * (CURLOPT_MAXAGE_CONN) is closed anyway */
+#define MAX_IDLE_CONNECTIONS 256
 
 struct st_gw_call_t {
     gw_backend_done_t done; /* CURLOPT_PRIVATE points here */
@@ -31,21 +36,27 @@ struct st_gw_call_t {
     gw_call_cb cb;
     void *data;
     struct curl_slist *answer_headers; /* the answer's header lines, trimmed */
+    CURLcode result;                   /* libcurl's result, once it ended */
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static gw_call_t *current;      /* the call whose callback runs (for gw_backend_header) */
-static CURLcode current_result; /* its libcurl result */
-
-int gw_backend_not_sent(void)
+int gw_call_not_sent(const gw_call_t *call)
 {
-    return current_result == CURLE_COULDNT_CONNECT;
+    return call == NULL || call->result == CURLE_COULDNT_CONNECT;
 }
 
-const char *gw_backend_header(const char *name)
+int gw_call_request_sent(const gw_call_t *call)
+{
+    long size = 0;
+    if (call != NULL)
+        curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &size);
+    return size > 0;
+}
+
+const char *gw_call_header(const gw_call_t *call, const char *name)
 {
     size_t len = strlen(name);
-    for (struct curl_slist *h = current != NULL ? current->answer_headers : NULL; h != NULL; h = h->next) {
+    for (struct curl_slist *h = call != NULL ? call->answer_headers : NULL; h != NULL; h = h->next) {
         if (strncasecmp(h->data, name, len) == 0 && h->data[len] == ':') {
             const char *v = h->data + len + 1;
             while (*v == ' ' || *v == '\t')
@@ -169,6 +180,21 @@ void gw_backend_init(h2o_evloop_t *loop, const char *pin)
     h2o_socket_read_start(B.watch, on_ready);
     curl_multi_setopt(B.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(B.multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(B.multi, CURLMOPT_MAXCONNECTS, (long)MAX_IDLE_CONNECTIONS);
+}
+
+/* the TLS sessions of `id`'s calls, resumed by its next connections (a full handshake costs the gateway a few ms of
+ * CPU, a resumed one a fraction). One share per identity: a resumed session carries the client certificate the member
+ * authenticated, so one identity's session must never serve another (libcurl 7.88 also tells them apart by
+ * CURLOPT_SSLCERT in its session match; this does not depend on it). */
+static CURLSH *share_of(const gw_identity_t *id)
+{
+    void **share = &((gw_identity_t *)id)->backend_share; /* the identity's own, as its socket pools */
+    if (*share == NULL) {
+        *share = curl_share_init();
+        curl_share_setopt(*share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION); /* one thread: no lock functions */
+    }
+    return *share;
 }
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
@@ -183,6 +209,14 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
+/* libcurl makes an OpenSSL context per connection: its handshakes are counted as h2o's are */
+static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *data)
+{
+    (void)easy, (void)data;
+    gw_tls_count_handshakes(ssl_ctx);
+    return CURLE_OK;
+}
+
 CURL *gw_backend_easy(const gw_identity_t *id)
 {
     CURL *e = curl_easy_init();
@@ -192,10 +226,16 @@ CURL *gw_backend_easy(const gw_identity_t *id)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, B.pin);
+    /* one call, one connection: libcurl 7.88's HTTP/2 multiplexing of concurrent calls to one member handed a call
+     * another one's answer under load (the soak: a move took another transfer's Success and deleted its source) */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
     if (id->cert_file != NULL) {
         curl_easy_setopt(e, CURLOPT_SSLCERT, id->cert_file);
         curl_easy_setopt(e, CURLOPT_SSLKEY, id->key_file);
     }
+    curl_easy_setopt(e, CURLOPT_SHARE, share_of(id));
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
     return e;
 }
 
@@ -243,11 +283,8 @@ static void on_call_done(void *data, CURLcode result)
         gw_debug("backend call", "url", url != NULL ? url : "-", "status", gw_log_num(status), "duration_ms", ms, "err",
                  err != NULL ? err : "-", NULL);
     }
-    current = call;
-    current_result = result;
-    call->cb(call->data, err, status, json);
-    current = NULL;
-    current_result = CURLE_OK;
+    call->result = result;
+    call->cb(call->data, err, status, json, call);
     json_decref(json);
     destroy(call);
 }

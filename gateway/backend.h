@@ -18,10 +18,12 @@ typedef struct st_gw_call_t gw_call_t;
 
 /*
  * called once per call. err != NULL: the call did not get an HTTP answer (connect, TLS, timeout) and status is 0.
- * Otherwise status is the HTTP status and json the parsed body (NULL if not JSON); both are valid only during the
- * callback (use json_incref to keep the body).
+ * Otherwise status is the HTTP status and json the parsed body (NULL if not JSON). `call` is the call answered, for
+ * gw_call_not_sent, gw_call_request_sent and gw_call_header. All are valid only during the callback (use
+ * json_incref to keep the body).
  */
-typedef void (*gw_call_cb)(void *data, const char *err, long status, json_t *json);
+typedef void (*gw_call_cb)(void *data, const char *err, long status, json_t *json, const gw_call_t *call);
+/* (call == NULL: no call was made, e.g. no member to ask: nothing was sent, no header) */
 
 /* binds the call engine to the loop; `pin` is curl's pin string of the cluster certificate */
 void gw_backend_init(h2o_evloop_t *loop, const char *pin);
@@ -37,10 +39,12 @@ typedef struct st_gw_call_opts_t {
 /* gw_backend_call with `opts`; timeout_ms == 0: no limit (a long-poll; the connection breaking still ends it) */
 gw_call_t *gw_backend_call_opts(const gw_call_opts_t *opts, const char *base_url, const gw_identity_t *id, const char *method,
                                 const char *path, const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data);
-/* during a gw_call_cb: 1 if the call failed before anything was sent (connection refused or unreachable) */
-int gw_backend_not_sent(void);
-/* during a gw_call_cb: the value of the answer's header `name` (Location, ETag, ...; any case), or NULL */
-const char *gw_backend_header(const char *name);
+/* the answered `call` failed before anything was sent (connection refused or unreachable): the member did nothing */
+int gw_call_not_sent(const gw_call_t *call);
+/* the answered `call`'s request went out whole (a call that failed after this may have had its effect) */
+int gw_call_request_sent(const gw_call_t *call);
+/* the value of the header `name` (Location, ETag, ...; any case) in the answer to `call`, or NULL */
+const char *gw_call_header(const gw_call_t *call, const char *name);
 /* drops a call that has not called back yet; its callback will not run */
 void gw_backend_cancel(gw_call_t *call);
 

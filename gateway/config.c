@@ -250,6 +250,15 @@ static int k_trust_refresh(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_duration(c, k, n, &c->conf->trust_refresh_ms);
 }
+static int k_server_cache_ttl(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    const char *v = scalar(c, k, n);
+    if (v == NULL)
+        return -1;
+    if (gw_config_parse_duration(v, &c->conf->server_cache_ttl_ms) != 0)
+        return fail(c, k, n, "expected a duration such as 3s, or 0 for no cache (not \"%s\")", v);
+    return 0;
+}
 
 static int k_metrics_listen(ctx_t *c, const char *k, yaml_node_t *n)
 {
@@ -309,6 +318,7 @@ static const struct {
     {"cluster.members", k_members},
     {"cluster.certificate", k_cluster_cert},
     {"cluster.health_interval", k_health},
+    {"cluster.server_cache_ttl", k_server_cache_ttl},
     {"identity", NULL},
     {"identity.certificate", k_identity_cert},
     {"identity.key", k_identity_key},
@@ -383,7 +393,8 @@ static gw_config_t *new_defaults(void)
     conf->backend_timeout_ms = 3600 * 1000;        /* LXD long-polls (/wait, exports) stay idle for minutes */
     conf->stream_timeout_ms = 7 * 24 * 3600000ULL; /* an `lxc monitor` or console may stay quiet for days */
     conf->health_interval_ms = 2000;
-    conf->trust_refresh_ms = 30000; /* a safety net: lifecycle events drive the re-reads */
+    conf->trust_refresh_ms = 30000;   /* a safety net: lifecycle events drive the re-reads */
+    conf->server_cache_ttl_ms = 3000; /* a safety net too: events and the gateway's own writes drop it (api10.c) */
     return conf;
 }
 

@@ -17,9 +17,10 @@
 #define GW_ENROLL_H
 
 #include <h2o.h>
+#include "path.h"
 #include "trust.h"
 
 /* takes POST /1.0/certificates (returns 1, and answers it); returns 0 for any other request */
-int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller);
+int gw_enroll_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
 
 #endif

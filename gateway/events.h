@@ -20,5 +20,8 @@ void gw_events_init(h2o_context_t *ctx, const char *types, gw_events_cb cb);
 int gw_events_connected(void);
 /* reconnects (the events of the time it was down may be lost: `on_up` lets users catch up) */
 void gw_events_on_up(void (*on_up)(void));
+/* another reader of the same stream: `cb` for each event, `on_up` when it is up again (either may be NULL); all
+ * callbacks (gw_events_init's, gw_events_on_up's, these; at most 8) run in the order they were added */
+void gw_events_listen(gw_events_cb cb, void (*on_up)(void));
 
 #endif

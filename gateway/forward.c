@@ -3,6 +3,11 @@
  *
  * The member's answer is relayed as it comes: head first, then the body through h2o's generator (one h2o_send in
  * flight at a time; libcurl is paused when more than PENDING_MAX bytes wait for the client).
+ *
+ * A streamed request (gw_forward_stream) starts before the gateway's handler has it: its body comes from upload.h's
+ * window as the client sends it (libcurl's read callback pauses when the window is empty), and whatever the member
+ * answers meanwhile (an early error) is kept until the handler has the request (`handled`): h2o cannot answer a
+ * request before that.
  */
 #include <string.h>
 #include "backend.h"
@@ -10,6 +15,10 @@
 #include "log.h"
 #include "lxd.h"
 #include "members.h"
+#include "upload.h"
+
+#define CONNECT_TIMEOUT_MS 10000 /* connecting to the member (TCP and TLS) */
+#define STALL_S 300              /* no byte either way for this long: the forward is given up */
 
 #define PENDING_MAX (4u << 20)
 
@@ -22,16 +31,26 @@ typedef struct st_fwd_t {
     gw_member_t *member; /* the member being tried */
     CURL *easy;          /* the transfer, or NULL when none runs */
     struct curl_slist *headers;
-    int status;            /* the member's HTTP status (final, not 100) */
-    int started;           /* the answer's head was given to h2o */
-    int finished;          /* the transfer ended (ok or not) */
-    int failed;            /* it ended in an error after the head was sent */
-    int paused;            /* libcurl is paused until the client takes more */
-    gw_member_t *home;     /* the member hosting the instance the request is about (tried first), or NULL */
-    int tried_home;        /* the home member was tried already */
-    gw_mcall_t *lookup;    /* GET of the instance, to find its member; in flight or NULL */
-    h2o_buffer_t *pending; /* answer bytes not yet given to h2o */
-    h2o_buffer_t *sending; /* the bytes of the h2o_send in flight (NULL: none) */
+    int status;                /* the member's HTTP status (final, not 100) */
+    int started;               /* the answer's head was given to h2o */
+    int finished;              /* the transfer ended (ok or not) */
+    int failed;                /* it ended in an error after the head was sent */
+    int paused;                /* libcurl's receiving is paused until the client takes more */
+    gw_upload_t *upload;       /* a streamed body (upload.h), or NULL: the body is req->entity */
+    int handled;               /* the gateway's handler has the request: the answer may start (always, unless streamed) */
+    int read_paused;           /* libcurl's sending is paused until the client sends more of a streamed body */
+    int head_done;             /* the member's head was read whole (kept in res_headers until `handled`) */
+    size_t content_length;     /* of the member's answer (SIZE_MAX: none said) */
+    h2o_headers_t res_headers; /* the member's answer headers to relay */
+    uint64_t sent;             /* body bytes given to libcurl */
+    int error_status;          /* an answer of the gateway's own to give when handled (0: none) */
+    const char *error_msg;     /* its message (in the request's pool) */
+    int overflow;              /* the member sent more than PENDING_MAX of its answer before the request was handled */
+    gw_member_t *home;         /* the member hosting the instance the request is about (tried first), or NULL */
+    int tried_home;            /* the home member was tried already */
+    gw_mcall_t *lookup;        /* GET of the instance, to find its member; in flight or NULL */
+    h2o_buffer_t *pending;     /* answer bytes not yet given to h2o */
+    h2o_buffer_t *sending;     /* the bytes of the h2o_send in flight (NULL: none) */
     char errbuf[CURL_ERROR_SIZE];
 } fwd_t;
 
@@ -62,23 +81,68 @@ static void flush(fwd_t *f)
     h2o_send(f->req, &buf, buf.len != 0, state);
 }
 
+/* tells libcurl which directions are paused now */
+static void set_pause(fwd_t *f)
+{
+    if (f->easy != NULL)
+        curl_easy_pause(f->easy, (f->paused ? CURLPAUSE_RECV : 0) | (f->read_paused ? CURLPAUSE_SEND : 0));
+}
+
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     (void)req;
     fwd_t *f = H2O_STRUCT_FROM_MEMBER(fwd_t, generator, gen);
     h2o_buffer_dispose(&f->sending);
     f->sending = NULL;
-    if (f->paused && f->easy != NULL) {
+    if (f->paused) {
         f->paused = 0;
-        curl_easy_pause(f->easy, CURLPAUSE_CONT);
+        set_pause(f);
     }
     flush(f);
+}
+
+/* the answer's head goes to h2o once the member sent it whole and the handler has the request */
+static void start(fwd_t *f)
+{
+    h2o_req_t *req = f->req;
+    if (req == NULL || !f->handled || !f->head_done || f->started)
+        return;
+    req->res.status = f->status;
+    req->res.reason = "";
+    req->res.content_length = f->content_length;
+    for (size_t i = 0; i != f->res_headers.size; ++i) {
+        h2o_header_t *h = f->res_headers.entries + i;
+        h2o_add_header_by_str(&req->pool, &req->res.headers, h->name->base, h->name->len, 1, NULL, h->value.base, h->value.len);
+    }
+    f->generator = (h2o_generator_t){on_proceed, NULL};
+    f->started = 1;
+    h2o_start_response(req, &f->generator);
+    flush(f);
+}
+
+/* the gateway answers itself (nothing of the member's answer was relayed): now, or when the handler has the request */
+static void fail(fwd_t *f, int status, const char *msg)
+{
+    end_transfer(f);
+    if (f->req == NULL)
+        return;
+    if (!f->handled) { /* the answer waits for the handler, which comes at once: the body is ended here */
+        f->error_status = status;
+        f->error_msg = h2o_strdup(&f->req->pool, msg, SIZE_MAX).base;
+        gw_upload_end(f->upload);
+        return;
+    }
+    gw_lxd_send_error(f->req, status, "%s", msg);
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     fwd_t *f = userp;
     size_t len = size * nmemb;
+    if (f->pending->size >= PENDING_MAX && !f->handled) {
+        f->overflow = 1; /* more answer than an early error before the request was even read: nobody would take it */
+        return 0;        /* (libcurl ends the transfer: CURLE_WRITE_ERROR) */
+    }
     if (f->pending->size >= PENDING_MAX) {
         f->paused = 1;
         return CURL_WRITEFUNC_PAUSE; /* libcurl delivers the same bytes again after CURLPAUSE_CONT */
@@ -117,11 +181,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
     if (f->status < 200) /* an interim answer (100 Continue): its headers are not relayed */
         return len;
     if (n == 0) {
-        req->res.status = f->status;
-        req->res.reason = "";
-        f->generator = (h2o_generator_t){on_proceed, NULL};
-        f->started = 1;
-        h2o_start_response(req, &f->generator);
+        f->head_done = 1;
+        start(f);
         return len;
     }
     const char *colon = memchr(line, ':', n);
@@ -132,12 +193,12 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userp)
     while (v < end && (*v == ' ' || *v == '\t'))
         ++v;
     if (h2o_lcstris(line, nlen, H2O_STRLIT("content-length"))) {
-        req->res.content_length = strtoull(v, NULL, 10);
+        f->content_length = strtoull(v, NULL, 10);
     } else if (!is_hop_by_hop(line, nlen) && !h2o_lcstris(line, nlen, H2O_STRLIT("date"))) {
         /* HTTP/2 clients need lower-case names; h2o sets its own Date */
         h2o_iovec_t name = h2o_strdup(&req->pool, line, nlen);
         h2o_strtolower(name.base, name.len);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, h2o_strdup(&req->pool, v, end - v).base,
+        h2o_add_header_by_str(&req->pool, &f->res_headers, name.base, name.len, 1, NULL, h2o_strdup(&req->pool, v, end - v).base,
                               end - v);
     }
     return len;
@@ -149,19 +210,28 @@ static void on_done(void *data, CURLcode result)
     end_transfer(f);
     if (f->req == NULL)
         return;
-    if (result == CURLE_COULDNT_CONNECT && !f->started) {
+    if (result == CURLE_COULDNT_CONNECT && !f->head_done && f->sent == 0) {
         /* nothing of the request reached this member: another may take it */
         gw_member_failed(f->member, f->errbuf);
         try_next(f);
         return;
     }
-    if (result != CURLE_OK && !f->started) {
-        gw_log(GW_LOG_WARN, "forward failed", "member", f->member->name, "err", f->errbuf, NULL);
-        gw_lxd_send_error(f->req, 502, "Cluster member %s failed: %s", f->member->name, f->errbuf);
+    if (f->overflow) {
+        fail(f, 502, "Cluster member answered more than the gateway holds before the request was read");
         return;
     }
+    if (result != CURLE_OK && !f->head_done) {
+        gw_log(GW_LOG_WARN, "forward failed", "member", f->member->name, "err", f->errbuf, NULL);
+        char msg[CURL_ERROR_SIZE + 128];
+        snprintf(msg, sizeof(msg), "Cluster member %s failed: %s", f->member->name, f->errbuf);
+        fail(f, 502, msg);
+        return;
+    }
+    if (f->upload != NULL && !gw_upload_is_complete(f->upload))
+        gw_upload_end(f->upload); /* the member answered before it had the whole body (an error), as LXD does itself */
     f->finished = 1;
     f->failed = result != CURLE_OK;
+    start(f);
     flush(f);
 }
 
@@ -185,6 +255,32 @@ static void add_request_headers(fwd_t *f)
         f->headers = curl_slist_append(f->headers, "Content-Type:");
 }
 
+/* libcurl asks for more of a streamed body */
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)
+{
+    fwd_t *f = userp;
+    size_t n = gw_upload_read(f->upload, buf, size * nitems);
+    f->sent += n;
+    if (n != 0 || gw_upload_is_complete(f->upload))
+        return n; /* 0 once complete: the end of the body */
+    f->read_paused = 1;
+    return CURL_READFUNC_PAUSE;
+}
+
+/* the client sent more of a streamed body */
+static void on_upload(void *data)
+{
+    fwd_t *f = data;
+    if (gw_upload_is_too_large(f->upload) && !f->handled && f->error_status == 0) {
+        fail(f, 413, "Request body too large"); /* as h2o says it of a buffered body; the member saw an incomplete one */
+        return;
+    }
+    if (f->read_paused) {
+        f->read_paused = 0;
+        set_pause(f);
+    }
+}
+
 static void try_next(fwd_t *f)
 {
     h2o_req_t *req = f->req;
@@ -194,7 +290,7 @@ static void try_next(fwd_t *f)
         f->member = gw_members_next(&f->cursor); /* the home member was tried first already */
     }
     if (f->member == NULL) {
-        gw_lxd_send_error(req, 503, "No cluster member is reachable through the gateway");
+        fail(f, 503, "No cluster member is reachable through the gateway");
         return;
     }
     gw_member_note(req, f->member);
@@ -207,9 +303,16 @@ static void try_next(fwd_t *f)
     f->status = 0;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    /* the body stays where h2o buffered it (memory or its spill file under state_dir): no copy */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->entity.base);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->entity.len);
+    if (f->upload != NULL) { /* the body as the client sends it (upload.h); chunked when its length is not known */
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, f);
+        if (gw_upload_length(f->upload) >= 0)
+            curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)gw_upload_length(f->upload));
+    } else { /* the body stays where h2o buffered it (memory or its spill file under state_dir): no copy */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->entity.base);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->entity.len);
+    }
     add_request_headers(f);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -219,6 +322,11 @@ static void try_next(fwd_t *f)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_SSL_ENABLE_ALPN, 0L);
+    /* never wait for ever: a member that takes no byte and sends none for STALL_S (frozen, or a connection that died
+     * without a word) ends the forward with an error; LXD answers an upload at once when it has it whole */
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)STALL_S);
     gw_backend_start(e, &f->done);
 }
 
@@ -234,8 +342,9 @@ static void on_dispose(void *data)
         h2o_buffer_dispose(&f->sending);
 }
 
-static void on_location(void *data, const char *err, long status, json_t *json)
+static void on_location(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    (void)call;
     fwd_t *f = data;
     f->lookup = NULL;
     const char *location = json_string_value(json_object_get(json_object_get(json, "metadata"), "location"));
@@ -272,16 +381,68 @@ static char *instance_path(h2o_req_t *req)
     return path;
 }
 
-void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id)
+static fwd_t *fwd_new(h2o_req_t *req, const gw_identity_t *id, int handled)
 {
     fwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_dispose);
-    *f = (fwd_t){.req = req, .id = id};
+    *f = (fwd_t){.req = req, .id = id, .handled = handled, .content_length = SIZE_MAX};
     f->done = (gw_backend_done_t){on_done, f};
     h2o_buffer_init(&f->pending, &h2o_socket_buffer_prototype);
+    return f;
+}
+
+/* the member to send it to: the one named in ?target=, else the instance's (asked first), else any */
+static void route(fwd_t *f)
+{
+    h2o_req_t *req = f->req;
     /* an upload into an instance goes straight to the member that hosts it: the body crosses the cluster once, and
      * LXD 5.0.2's own member-to-member forwarding of it is avoided (seen stalling on 2 GiB pushes) */
+    if ((f->home = gw_members_usable(gw_lxd_query(req, "target"))) != NULL) { /* a request for one member (members.h) */
+        try_next(f);
+        return;
+    }
     char *path = instance_path(req);
-    if (path != NULL && (f->lookup = gw_members_call(id, "GET", path, NULL, 10000, on_location, f)) != NULL)
+    if (path != NULL && (f->lookup = gw_members_call(f->id, "GET", path, NULL, 10000, on_location, f)) != NULL)
         return;
     try_next(f);
+}
+
+void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id)
+{
+    route(fwd_new(req, id, 1));
+}
+
+void gw_forward_stream(h2o_req_t *req, const gw_identity_t *id)
+{
+    fwd_t *f = fwd_new(req, id, 0);
+    if ((f->upload =
+             gw_upload_follow(req, GW_FORWARD_MIN_BODY, req->conn->ctx->globalconf->max_request_entity_size, on_upload, f)) == NULL)
+        return; /* h2o reads it whole, as any other; this forward stays unused */
+    gw_log(GW_LOG_DEBUG, "upload streamed", "path", h2o_strdup(&req->pool, req->path.base, req->path.len).base, "length",
+           gw_log_num(gw_upload_length(f->upload)), NULL);
+    route(f);
+}
+
+int gw_forward_streamed(h2o_req_t *req, const gw_identity_t *id)
+{
+    gw_upload_t *u = gw_upload_of(req);
+    if (u == NULL)
+        return 0;
+    fwd_t *f = gw_upload_data(u);
+    f->handled = 1;
+    gw_upload_complete(u);
+    if (gw_upload_is_too_large(u)) {
+        fail(f, 413, "Request body too large");
+        return 1;
+    }
+    if (id != f->id) { /* the flow chose another identity than at the head (a trust change meanwhile): not forwarded */
+        fail(f, 503, "The caller's identity changed while the request was read; try again");
+        return 1;
+    }
+    if (f->error_status != 0) {
+        gw_lxd_send_error(req, f->error_status, "%s", f->error_msg);
+        return 1;
+    }
+    on_upload(f); /* libcurl takes the last bytes */
+    start(f);
+    return 1;
 }

@@ -16,5 +16,12 @@
 
 /* sends `req` (its body already buffered by h2o) to a healthy member as `id`; streams the answer back */
 void gw_forward_pass(h2o_req_t *req, const gw_identity_t *id);
+/* starts sending `req`, whose body h2o is still reading (upload.h), to a member as `id`: the body follows as the
+ * client sends it. The answer is given once the flow passes the request through (gw_forward_streamed). A body that
+ * cannot be followed is left to h2o, read whole as any other */
+void gw_forward_stream(h2o_req_t *req, const gw_identity_t *id);
+/* the flow passes `req` through as `id`: when its body was streamed already, the member's answer (or the gateway's
+ * error) is given (returns 1); 0 for any other request */
+int gw_forward_streamed(h2o_req_t *req, const gw_identity_t *id);
 
 #endif

@@ -22,6 +22,8 @@ typedef struct st_gw_identity_t {
     h2o_http1client_ctx_t client_ctx;           /* h2o's upstream context: ssl_ctx, io and websocket timeouts */
     h2o_socketpool_t *pools[GW_IDENTITY_POOLS]; /* keep-alive TLS connections opened with this identity, by member slot
                                                  * (made on first use): a connection never serves another identity */
+    void *backend_share;                        /* backend.c's libcurl share holding this identity's TLS sessions (made
+                                                 * on first call): a session is never resumed for another identity */
 } gw_identity_t;
 
 enum { GW_IDENTITY_ANONYMOUS, GW_IDENTITY_GATEWAY, GW_IDENTITY_NUM_STATIC };

@@ -58,7 +58,7 @@ static void usage(FILE *fp)
 {
     fprintf(fp, "usage: lxd-gateway init --state-dir DIR [--listen HOST:PORT] [--member URL]... [--cluster-certificate FILE]\n"
                 "\n"
-                "Creates DIR, the gateway's server and identity key pairs (ECDSA P-384) and DIR/lxd-gateway.yaml, and\n"
+                "Creates DIR, the gateway's server and identity key pairs (ECDSA P-256) and DIR/lxd-gateway.yaml, and\n"
                 "prints the command that makes the cluster trust the gateway. Existing key pairs are kept.\n");
 }
 

@@ -34,29 +34,31 @@ const char *gw_log_num(long long v)
 }
 
 /* logfmt: a value is quoted when it is empty or holds a space, a quote, '=' or a backslash; bytes that are not
- * printable UTF-8 (what a client or member sent may be anything) are written as %XX, so a line is always one line */
+ * printable UTF-8 (what a client or member sent may be anything) are written as %XX, so a line is always one line.
+ * Printable ASCII (nearly every value: one per request and key) is its own clean form: written without a copy. */
 static void put_value(FILE *fp, const char *raw)
 {
-    char *clean = gw_text_clean(raw != NULL ? raw : "", raw != NULL ? strlen(raw) : 0, GW_TEXT_PERCENT), *v = clean;
-    int quote = *v == '\0' || strpbrk(v, " \"=\\") != NULL;
-    if (!quote) {
-        fputs(v, fp);
-        free(clean);
-        return;
-    }
-    fputc('"', fp);
-    for (; *v != '\0'; ++v) {
-        switch (*v) {
-        case '"':
-        case '\\':
-            fputc('\\', fp);
-            fputc(*v, fp);
-            break;
-        default:
-            fputc(*v, fp);
+    const char *v = raw != NULL ? raw : "";
+    size_t len = strlen(v), i;
+    for (i = 0; i != len && v[i] >= 0x20 && v[i] < 0x7f; ++i)
+        ;
+    char *clean = i != len ? gw_text_clean(v, len, GW_TEXT_PERCENT) : NULL;
+    if (clean != NULL)
+        v = clean, len = strlen(clean);
+    if (len != 0 && strpbrk(v, " \"=\\") == NULL) {
+        fwrite(v, 1, len, fp);
+    } else {
+        fputc('"', fp);
+        for (const char *span = v, *end = v + len; span < end;) {
+            size_t n = strcspn(span, "\"\\");
+            fwrite(span, 1, n, fp);
+            if ((span += n) < end) {
+                fputc('\\', fp);
+                fputc(*span++, fp);
+            }
         }
+        fputc('"', fp);
     }
-    fputc('"', fp);
     free(clean);
 }
 
@@ -75,11 +77,12 @@ static void put_pairs(FILE *fp, const char *k, va_list ap)
 {
     for (; k != NULL; k = va_arg(ap, const char *)) {
         const char *v = va_arg(ap, const char *);
-        fprintf(fp, " %s=", k);
+        fputc(' ', fp);
+        fputs(k, fp);
+        fputc('=', fp);
         put_value(fp, v);
     }
     fputc('\n', fp);
-    fflush(fp);
 }
 
 void gw_log(gw_log_level_t level, const char *msg, ...)
@@ -93,7 +96,11 @@ void gw_log(gw_log_level_t level, const char *msg, ...)
     va_start(ap, msg);
     put_pairs(stderr, va_arg(ap, const char *), ap);
     va_end(ap);
+    fflush(stderr);
 }
+
+void (*gw_log_on_pending)(void);
+static int access_pending; /* access lines were buffered since the last gw_log_flush */
 
 void gw_log_access(const char *key, ...)
 {
@@ -103,6 +110,23 @@ void gw_log_access(const char *key, ...)
     va_start(ap, key);
     put_pairs(fp, key, ap);
     va_end(ap);
+    if (gw_log_on_pending == NULL) {
+        fflush(fp);
+    } else if (!access_pending) {
+        access_pending = 1;
+        gw_log_on_pending();
+    }
+}
+
+void gw_log_flush(void)
+{
+    access_pending = 0;
+    fflush(gw_log_access_fp != NULL ? gw_log_access_fp : stdout);
+}
+
+void gw_log_buffer(FILE *fp)
+{
+    setvbuf(fp, NULL, _IOFBF, GW_LOG_BUFFER);
 }
 
 void gw_log_audit(const char *fingerprint, const char *identity, const char *method, const char *path, int status,

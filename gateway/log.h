@@ -20,8 +20,21 @@ extern FILE *gw_log_access_fp;
 int gw_log_parse_level(const char *s);
 /* writes one event line; the varargs are key, value pairs of strings, ended by NULL */
 void gw_log(gw_log_level_t level, const char *msg, ...);
-/* writes one access line (time first, then the key, value pairs, ended by NULL) to gw_log_access_fp */
+/* writes one access line (time first, then the key, value pairs, ended by NULL) to gw_log_access_fp. Access lines are
+ * buffered (one write per many lines, not one per request): gw_log_flush writes them out, which the event loop does at
+ * most GW_LOG_FLUSH_MS after a line was buffered (gw_log_on_pending), and which happens at exit and when the file is
+ * reopened (SIGHUP). A crash (SIGKILL) loses at most the last GW_LOG_FLUSH_MS of lines. Events and audit lines are
+ * never buffered. */
 void gw_log_access(const char *key, ...);
+#define GW_LOG_FLUSH_MS 250      /* the longest an access line waits in the buffer while the event loop runs */
+#define GW_LOG_BUFFER (64 << 10) /* bytes of access lines buffered at most before they are written (a log file's buffer) */
+/* called when an access line is buffered after a flush (the event loop arms its flush timer); NULL: every line is
+ * written at once (no loop runs, e.g. `init`) */
+extern void (*gw_log_on_pending)(void);
+/* writes out the buffered access lines */
+void gw_log_flush(void);
+/* gives a newly opened access log file its buffer (before anything is written to it) */
+void gw_log_buffer(FILE *fp);
 /* where audit lines go (JSON lines; see gw_log_audit) */
 extern FILE *gw_log_audit_fp;
 /* writes one audit line: who (fingerprint, identity used) did what (method, path) with which result (status, the

@@ -20,8 +20,12 @@ void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json)
                       "\"error\":\"The gateway could not encode its answer\",\"metadata\":null}");
     }
     size_t len = strlen(text);
-    h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
+    gw_lxd_send_text(req, status, h2o_strdup(&req->pool, text, len));
     free(text);
+}
+
+void gw_lxd_send_text(h2o_req_t *req, int status, h2o_iovec_t body)
+{
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : status == 202 ? "Accepted" : "Error";
     req->res.content_length = body.len + 1;

@@ -15,6 +15,9 @@ void gw_lxd_send_error(h2o_req_t *req, int status, const char *fmt, ...) __attri
 void gw_lxd_send_sync(h2o_req_t *req, json_t *metadata);
 /* sends `json` (stolen) as the whole body with HTTP status `status` */
 void gw_lxd_send_json(h2o_req_t *req, int status, json_t *json);
+/* the same for an answer already encoded (JSON text without the final newline, which is added); `body` must stay valid
+ * until the request ends (in its pool) */
+void gw_lxd_send_text(h2o_req_t *req, int status, h2o_iovec_t body);
 
 /* "/1.0/storage-pools/<pool>/volumes/custom[/<name>]?project=<project>&target=<member>", every part percent-encoded
  * (malloc'd); name == NULL: the collection */

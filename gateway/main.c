@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <h2o.h>
+#include "api10.h"
 #include "backend.h"
 #include "config.h"
 #include "eventstream.h"
@@ -45,6 +46,25 @@ static void on_hup(int sig)
 {
     (void)sig;
     reload_requested = 1;
+}
+
+/* access lines are written out at most GW_LOG_FLUSH_MS after they were logged (log.h) */
+static struct {
+    h2o_evloop_t *loop;
+    h2o_timeout_t timeout;     /* GW_LOG_FLUSH_MS */
+    h2o_timeout_entry_t entry; /* linked while access lines wait in the buffer */
+} log_flush;
+
+static void on_log_flush(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    gw_log_flush();
+}
+
+static void arm_log_flush(void)
+{
+    if (!h2o_timeout_is_linked(&log_flush.entry))
+        h2o_timeout_link(log_flush.loop, &log_flush.timeout, &log_flush.entry);
 }
 
 static void run_once(h2o_evloop_t *loop, int32_t max_ms)
@@ -108,6 +128,10 @@ static int run(const char *config_path)
     }
     gw_tokens_init(conf, server_fp);
     h2o_evloop_t *loop = h2o_evloop_create();
+    log_flush.loop = loop;
+    h2o_timeout_init(loop, &log_flush.timeout, GW_LOG_FLUSH_MS);
+    log_flush.entry.cb = on_log_flush;
+    gw_log_on_pending = arm_log_flush;
     static gw_server_t srv;
     char *pin = gw_tls_curl_pin(cluster_cert);
     if ((err = gw_server_init(&srv, conf, loop)) != NULL ||
@@ -123,12 +147,13 @@ static int run(const char *config_path)
         return 1;
     }
     gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
-    gw_eventstream_init();
+    gw_eventstream_init(&srv.ctx);
     if ((err = gw_relay_init(conf)) != NULL || (err = gw_peers_init(&srv.ctx, conf, identity_fp)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
     gw_trust_init(&srv.ctx, conf->trust_refresh_ms);
+    gw_api10_init(conf->server_cache_ttl_ms);
     gw_shadow_init(conf->state_dir, identity_fp);
     if ((err = gw_plugins_init(conf, &srv.ctx)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
@@ -173,6 +198,7 @@ static int run(const char *config_path)
                "running_operations", gw_log_num((long long)n), NULL);
     else
         gw_log(GW_LOG_INFO, "drained", NULL);
+    gw_log_flush();
     return 0;
 }
 

@@ -9,9 +9,13 @@
 
 #define MAX_MEMBERS GW_IDENTITY_POOLS /* each identity has a socket pool per member slot */
 #define DISCOVERY_EVERY 5             /* health rounds between two reads of /1.0/cluster/members */
-#define POOL_IDLE_MS 5000             /* keep-alive of pooled member connections; short, as a stale one costs a 502 */
-#define PROBE_TIMEOUTS 3              /* unanswered probes in a row before a member is skipped */
-#define PROBE_MIN_MS 5000             /* a probe waits at least this long for its answer */
+/* keep-alive of pooled member connections: a new one costs a TLS handshake. LXD 5.0.2 never closes an idle one (its
+ * http.Server has no IdleTimeout nor ReadTimeout); one a member closed (a restart) fails h2o's liveness peek when it is
+ * taken from the pool, and another is opened */
+#define POOL_IDLE_MS 60000
+#define PROBE_TIMEOUTS 3  /* unanswered probes in a row before a member is skipped */
+#define PROBE_MIN_MS 5000 /* a probe waits at least this long for its answer */
+#define LACK_KEPT 32      /* extension names whose answer is kept at most (plugins ask about one each) */
 
 static struct {
     h2o_context_t *ctx;
@@ -22,8 +26,39 @@ static struct {
     h2o_timeout_entry_t tick;
     unsigned rounds;
     gw_call_t *discovery;
-    int discovered; /* the member list was asked for once, and answered (a standalone server answers an error) */
+    int discovered;      /* the member list was asked for once, and answered (a standalone server answers an error) */
+    uint64_t generation; /* gw_members_generation */
+    struct {
+        char **names; /* extension names asked about since member data last changed */
+        int *lacking; /* gw_members_lack_extension's answer for each */
+        size_t num;   /* how many */
+    } lack;           /* answers kept until a member's presence, health or extensions change (members_changed) */
 } M;
+
+/* gw_members_lack_extension's kept answers go */
+static void lack_forget(void)
+{
+    for (size_t i = 0; i != M.lack.num; ++i)
+        free(M.lack.names[i]);
+    free(M.lack.names);
+    free(M.lack.lacking);
+    M.lack.names = NULL;
+    M.lack.lacking = NULL;
+    M.lack.num = 0;
+}
+
+/* a member was added, or its presence, name, online state, health or extension list changed: the kept answers are
+ * stale, and whatever was chosen by the members' state (gw_members_generation) */
+static void members_changed(void)
+{
+    ++M.generation;
+    lack_forget();
+}
+
+uint64_t gw_members_generation(void)
+{
+    return M.generation;
+}
 
 static const char *resolve(gw_member_t *m)
 {
@@ -74,6 +109,7 @@ static gw_member_t *add(const char *url, const char *name)
     m->present = m->online = m->healthy = 1;
     m->slot = M.num;
     M.list[M.num++] = m;
+    members_changed();
     gw_log(GW_LOG_INFO, "member added", "member", m->name, "url", m->url, NULL);
     return m;
 }
@@ -114,6 +150,12 @@ gw_member_t *gw_members_find(const char *name)
     return NULL;
 }
 
+gw_member_t *gw_members_usable(const char *name)
+{
+    gw_member_t *m = name != NULL && *name != '\0' ? gw_members_find(name) : NULL;
+    return m != NULL && m->online && m->healthy ? m : NULL;
+}
+
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id)
 {
     h2o_socketpool_t **slot = &((gw_identity_t *)id)->pools[m->slot]; /* the pool cache is the identity's own */
@@ -130,12 +172,15 @@ static void set_healthy(gw_member_t *m, int healthy, const char *why)
     if (m->healthy != healthy)
         gw_log(healthy ? GW_LOG_INFO : GW_LOG_WARN, healthy ? "member reachable" : "member unreachable", "member", m->name,
                "reason", why, NULL);
+    if (m->healthy != healthy)
+        members_changed();
     m->healthy = healthy;
     if (healthy)
         m->last_ok_at = h2o_now(M.ctx->loop);
 }
 
-int gw_members_lack_extension(const char *name)
+/* gw_members_lack_extension computed from the member list (each member's ~300 extension names: done once per change) */
+static int lack_compute(const char *name)
 {
     int lacking = 0;
     for (size_t i = 0; i != M.num; ++i) {
@@ -154,17 +199,33 @@ int gw_members_lack_extension(const char *name)
     return lacking;
 }
 
-static void on_probe(void *data, const char *err, long status, json_t *json)
+int gw_members_lack_extension(const char *name)
+{
+    for (size_t i = 0; i != M.lack.num; ++i)
+        if (strcmp(M.lack.names[i], name) == 0)
+            return M.lack.lacking[i];
+    /* asked once per name and change: plugins name their one extension each (a bound all the same) */
+    if (M.lack.num == LACK_KEPT)
+        lack_forget();
+    M.lack.names = realloc(M.lack.names, (M.lack.num + 1) * sizeof(*M.lack.names));
+    M.lack.lacking = realloc(M.lack.lacking, (M.lack.num + 1) * sizeof(*M.lack.lacking));
+    M.lack.names[M.lack.num] = strdup(name);
+    return M.lack.lacking[M.lack.num++] = lack_compute(name);
+}
+
+static void on_probe(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     gw_member_t *m = data;
     m->probe = NULL;
     m->probed = 1;
     json_t *exts = json_object_get(json_object_get(json, "metadata"), "api_extensions");
     if (err == NULL && status == 200 && json_is_array(exts)) { /* the untrusted view lists them too */
+        if (m->extensions == NULL || !json_equal(m->extensions, exts))
+            members_changed();
         json_decref(m->extensions);
         m->extensions = json_incref(exts);
     }
-    if (err != NULL && !gw_backend_not_sent()) {
+    if (err != NULL && !gw_call_not_sent(call)) {
         if (++m->timeouts >= PROBE_TIMEOUTS)
             set_healthy(m, 0, err);
         return;
@@ -194,9 +255,15 @@ void gw_member_failed(gw_member_t *m, const char *err)
     probe(m);
 }
 
-/* applies the answer of GET /1.0/cluster/members?recursion=1 */
-static void on_discovery(void *data, const char *err, long status, json_t *json)
+void gw_member_probe(gw_member_t *m)
 {
+    probe(m);
+}
+
+/* applies the answer of GET /1.0/cluster/members?recursion=1 */
+static void on_discovery(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
+{
+    (void)call;
     (void)data;
     M.discovery = NULL;
     M.discovered = 1;
@@ -206,8 +273,12 @@ static void on_discovery(void *data, const char *err, long status, json_t *json)
         gw_debug("member list not read", "err", err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
         return;
     }
-    for (size_t i = 0; i != M.num; ++i)
+    int was_present[MAX_MEMBERS];
+    size_t was_num = M.num; /* members added below are new (add() says so) */
+    for (size_t i = 0; i != M.num; ++i) {
+        was_present[i] = M.list[i]->present;
         M.list[i]->present = 0;
+    }
     size_t idx;
     json_t *e;
     json_array_foreach(list, idx, e)
@@ -226,13 +297,19 @@ static void on_discovery(void *data, const char *err, long status, json_t *json)
         if (strcmp(m->name, name) != 0) {
             free(m->name);
             m->name = strdup(name);
+            members_changed();
         }
         m->present = 1;
         int online = st != NULL && strcmp(st, "Online") == 0;
         if (online != m->online)
             gw_log(online ? GW_LOG_INFO : GW_LOG_WARN, "member status", "member", name, "status", st, NULL);
+        if (online != m->online)
+            members_changed();
         m->online = online;
     }
+    for (size_t i = 0; i != was_num; ++i)
+        if (M.list[i]->present != was_present[i])
+            members_changed();
 }
 
 int gw_members_settled(void)
@@ -285,7 +362,8 @@ struct st_gw_mcall_t {
     uint64_t timeout_ms;
     gw_call_cb cb;
     void *data;
-    size_t cursor;       /* next member to try */
+    gw_member_t *first;  /* to try before the others (gw_members_usable), until tried; or NULL */
+    size_t cursor;       /* next member to try after it */
     gw_member_t *member; /* the member being tried */
     gw_call_t *call;     /* in flight */
 };
@@ -300,39 +378,48 @@ static void mcall_free(gw_mcall_t *c)
 
 static void mcall_try(gw_mcall_t *c);
 
-static void on_mcall(void *data, const char *err, long status, json_t *json)
+static void on_mcall(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     gw_mcall_t *c = data;
     c->call = NULL;
-    if (err != NULL && gw_backend_not_sent()) {
+    if (err != NULL && gw_call_not_sent(call)) {
         gw_member_failed(c->member, err);
         mcall_try(c);
         return;
     }
-    c->cb(c->data, err, status, json);
+    c->cb(c->data, err, status, json, call);
     mcall_free(c);
 }
 
 static void mcall_try(gw_mcall_t *c)
 {
-    if ((c->member = gw_members_next(&c->cursor)) == NULL) {
-        c->cb(c->data, "No cluster member is reachable through the gateway", 0, NULL);
+    if (c->first != NULL) {
+        c->member = c->first;
+        c->first = NULL;
+    } else if ((c->member = gw_members_next(&c->cursor)) == NULL) {
+        c->cb(c->data, "No cluster member is reachable through the gateway", 0, NULL, NULL);
         mcall_free(c);
         return;
     }
     c->call = gw_backend_call(c->member->url, c->id, c->method, c->path, c->body, c->timeout_ms, on_mcall, c);
 }
 
+gw_mcall_t *gw_members_call_first(gw_member_t *first, const gw_identity_t *id, const char *method, const char *path,
+                                  const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data)
+{
+    size_t cursor = 0;
+    if (first == NULL && gw_members_next(&cursor) == NULL)
+        return NULL; /* said at once, so that no callback runs before the caller holds the call */
+    gw_mcall_t *c = calloc(1, sizeof(*c));
+    *c = (gw_mcall_t){id, strdup(method), strdup(path), body != NULL ? strdup(body) : NULL, timeout_ms, cb, data, first};
+    mcall_try(c);
+    return c;
+}
+
 gw_mcall_t *gw_members_call(const gw_identity_t *id, const char *method, const char *path, const char *body, uint64_t timeout_ms,
                             gw_call_cb cb, void *data)
 {
-    size_t cursor = 0;
-    if (gw_members_next(&cursor) == NULL)
-        return NULL; /* said at once, so that no callback runs before the caller holds the call */
-    gw_mcall_t *c = calloc(1, sizeof(*c));
-    *c = (gw_mcall_t){id, strdup(method), strdup(path), body != NULL ? strdup(body) : NULL, timeout_ms, cb, data};
-    mcall_try(c);
-    return c;
+    return gw_members_call_first(NULL, id, method, path, body, timeout_ms, cb, data);
 }
 
 gw_member_t *gw_members_call_member(gw_mcall_t *c)

@@ -38,14 +38,25 @@ const char *gw_members_init(h2o_context_t *ctx, const gw_config_t *conf);
 /* the next usable member at list position >= *cursor, advancing *cursor past it; NULL when none is left */
 gw_member_t *gw_members_next(size_t *cursor);
 /* one member lacks API extension `name`, and every healthy member has answered its GET /1.0 probe (0 while a healthy
- * one has not: the gateway does not know, and must not do for a member what it may do natively) */
+ * one has not: the gateway does not know, and must not do for a member what it may do natively). Asked on every
+ * request: the answer is computed once, and kept until a member is added or its presence, health or extension list
+ * changes */
 int gw_members_lack_extension(const char *name);
 /* the member list was read once and every member probed once: the gateway knows the cluster (ready to serve) */
 int gw_members_settled(void);
 /* calls `cb` for every member the cluster lists */
 void gw_members_foreach(void (*cb)(const gw_member_t *m, void *data), void *data);
+/* a number that changes whenever something changes that the choice of a member (gw_members_next, gw_members_usable) or
+ * gw_members_lack_extension depends on: a member added, renamed, gone or back, online or not, healthy or not, its API
+ * extensions. What was decided from the members under one number holds while the number stays (api10.c's cache) */
+uint64_t gw_members_generation(void);
 /* the member named `name` (or NULL) */
 gw_member_t *gw_members_find(const char *name);
+/* the member named `name` when requests can go to it now (listed, online, answering probes); NULL otherwise, and for
+ * a NULL or empty name. A request that names a member in ?target= goes there first: LXD handles it as if another
+ * member had forwarded it, without the member-to-member hop, which waits up to 10 s for its event link ("Missing
+ * event connection with target cluster member"; under load it read an operation after LXD had forgotten it) */
+gw_member_t *gw_members_usable(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use; owned by the identity) */
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
 /* records that `m` serves `req` (for the access log); copied into the request's pool, as a member's name can
@@ -53,6 +64,9 @@ h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
 void gw_member_note(h2o_req_t *req, const gw_member_t *m);
 /* a connection to `m` failed: skip it until a probe succeeds, and probe now */
 void gw_member_failed(gw_member_t *m, const char *err);
+/* probes `m` now rather than at the next round (a stream from it broke: if it died, it is skipped as soon as it refuses
+ * the probe, and what was decided from it, api10.c's cache, is dropped) */
+void gw_member_probe(gw_member_t *m);
 
 /*
  * A backend call to any healthy member: the first one that takes the connection. A member that refuses it (nothing
@@ -63,6 +77,9 @@ void gw_member_failed(gw_member_t *m, const char *err);
 typedef struct st_gw_mcall_t gw_mcall_t;
 gw_mcall_t *gw_members_call(const gw_identity_t *id, const char *method, const char *path, const char *body, uint64_t timeout_ms,
                             gw_call_cb cb, void *data);
+/* the same, trying `first` (when not NULL: gw_members_usable) before the others */
+gw_mcall_t *gw_members_call_first(gw_member_t *first, const gw_identity_t *id, const char *method, const char *path,
+                                  const char *body, uint64_t timeout_ms, gw_call_cb cb, void *data);
 gw_member_t *gw_members_call_member(gw_mcall_t *call);
 /* drops a call that has not called back yet */
 void gw_members_call_cancel(gw_mcall_t *call);

@@ -5,11 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "members.h"
-#include "peers.h"
 #include "metrics.h"
-#include "operations.h"
-#include "trust.h"
 
 static const char *const routes[] = {"server",  "operations", "events",   "instances", "storage-pools", "images",    "certificates",
                                      "cluster", "networks",   "projects", "profiles",  "metrics",       "resources", "other"};
@@ -31,8 +27,8 @@ static struct {
     uint64_t backend_buckets[NUM_BUCKETS]; /* cumulative when printed */
     uint64_t backend_count;
     double backend_sum;
-    series_t ops[MAX_SERIES], calls[MAX_SERIES];
-    size_t num_ops, num_calls;
+    series_t ops[MAX_SERIES], calls[MAX_SERIES], retries[MAX_SERIES];
+    size_t num_ops, num_calls, num_retries;
 } S;
 
 static size_t route_of(h2o_iovec_t path)
@@ -98,15 +94,28 @@ void gw_metrics_single_call(const char *kind, const char *result)
     count(S.calls, &S.num_calls, labels);
 }
 
+static uint64_t member_handshakes[2]; /* [0] full, [1] resumed */
+
+void gw_metrics_member_handshake(int resumed)
+{
+    ++member_handshakes[resumed != 0];
+}
+
+void gw_metrics_retry(const char *what)
+{
+    char labels[160];
+    snprintf(labels, sizeof(labels), "what=\"%s\"", what);
+    count(S.retries, &S.num_retries, labels);
+}
+
 /* ---- the text ---- */
 
-typedef struct st_text_t {
-    char *buf;
-    size_t len, cap;
-} text_t;
+gw_metrics_text_t gw_metrics_text_init(void)
+{
+    return (gw_metrics_text_t){malloc(4096), 0, 4096};
+}
 
-static void add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(text_t *t, const char *fmt, ...)
+void gw_metrics_add(gw_metrics_text_t *t, const char *fmt, ...)
 {
     for (;;) {
         va_list ap;
@@ -122,67 +131,62 @@ static void add(text_t *t, const char *fmt, ...)
     }
 }
 
-static void running(const gw_op_t *op, void *data)
+void gw_metrics_add_family(gw_metrics_text_t *t, gw_metrics_family_t family)
 {
-    text_t *t = data;
-    json_t *j = gw_op_json(op);
-    if (json_integer_value(json_object_get(j, "status_code")) < 200)
-        add(t, "lxd_gateway_operations_running{description=\"%s\"} 1\n", json_string_value(json_object_get(j, "description")));
-    json_decref(j);
-}
-
-static void peer(const char *name, int up, void *data)
-{
-    add(data, "lxd_gateway_peer_up{peer=\"%s\"} %d\n", name, up);
-}
-
-static void member(const gw_member_t *m, void *data)
-{
-    add(data, "lxd_gateway_member_up{member=\"%s\"} %d\n", m->name, m->healthy && m->online);
-}
-
-char *gw_metrics_text(void)
-{
-    text_t t = {malloc(4096), 0, 4096};
-    add(&t, "# HELP lxd_gateway_requests_total Requests answered, by route (first path segment under /1.0) and HTTP status.\n"
-            "# TYPE lxd_gateway_requests_total counter\n");
-    for (size_t r = 0; r != NUM_ROUTES; ++r)
-        for (int s = 0; s != MAX_STATUS; ++s)
-            if (S.requests[r][s] != 0)
-                add(&t, "lxd_gateway_requests_total{route=\"%s\",status=\"%d\"} %llu\n", routes[r], s,
-                    (unsigned long long)S.requests[r][s]);
-    add(&t, "# HELP lxd_gateway_backend_call_duration_seconds The gateway's own calls to cluster members.\n"
-            "# TYPE lxd_gateway_backend_call_duration_seconds histogram\n");
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i != NUM_BUCKETS; ++i) {
-        cumulative += S.backend_buckets[i];
-        add(&t, "lxd_gateway_backend_call_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i], (unsigned long long)cumulative);
+    switch (family) {
+    case GW_METRICS_REQUESTS:
+        gw_metrics_add(
+            t, "# HELP lxd_gateway_requests_total Requests answered, by route (first path segment under /1.0) and HTTP status.\n"
+               "# TYPE lxd_gateway_requests_total counter\n");
+        for (size_t r = 0; r != NUM_ROUTES; ++r)
+            for (int s = 0; s != MAX_STATUS; ++s)
+                if (S.requests[r][s] != 0)
+                    gw_metrics_add(t, "lxd_gateway_requests_total{route=\"%s\",status=\"%d\"} %llu\n", routes[r], s,
+                                   (unsigned long long)S.requests[r][s]);
+        break;
+    case GW_METRICS_BACKEND: {
+        gw_metrics_add(t, "# HELP lxd_gateway_backend_call_duration_seconds The gateway's own calls to cluster members.\n"
+                          "# TYPE lxd_gateway_backend_call_duration_seconds histogram\n");
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i != NUM_BUCKETS; ++i) {
+            cumulative += S.backend_buckets[i];
+            gw_metrics_add(t, "lxd_gateway_backend_call_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
+                           (unsigned long long)cumulative);
+        }
+        gw_metrics_add(t, "lxd_gateway_backend_call_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                       (unsigned long long)S.backend_count);
+        gw_metrics_add(t, "lxd_gateway_backend_call_duration_seconds_sum %.6f\n", S.backend_sum);
+        gw_metrics_add(t, "lxd_gateway_backend_call_duration_seconds_count %llu\n", (unsigned long long)S.backend_count);
+        break;
     }
-    add(&t, "lxd_gateway_backend_call_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)S.backend_count);
-    add(&t, "lxd_gateway_backend_call_duration_seconds_sum %.6f\n", S.backend_sum);
-    add(&t, "lxd_gateway_backend_call_duration_seconds_count %llu\n", (unsigned long long)S.backend_count);
-    add(&t, "# HELP lxd_gateway_operations_running Gateway-owned operations in flight.\n"
-            "# TYPE lxd_gateway_operations_running gauge\n");
-    gw_ops_foreach(running, &t);
-    add(&t, "# HELP lxd_gateway_operations_finished_total Gateway-owned operations ended, by result.\n"
-            "# TYPE lxd_gateway_operations_finished_total counter\n");
-    for (size_t i = 0; i != S.num_ops; ++i)
-        add(&t, "lxd_gateway_operations_finished_total{%s} %llu\n", S.ops[i].labels, (unsigned long long)S.ops[i].count);
-    add(&t, "# HELP lxd_gateway_single_calls_total Single calls the gateway answered, by kind and result.\n"
-            "# TYPE lxd_gateway_single_calls_total counter\n");
-    for (size_t i = 0; i != S.num_calls; ++i)
-        add(&t, "lxd_gateway_single_calls_total{%s} %llu\n", S.calls[i].labels, (unsigned long long)S.calls[i].count);
-    add(&t, "# HELP lxd_gateway_member_up 1 if the cluster member answers the gateway's probes.\n"
-            "# TYPE lxd_gateway_member_up gauge\n");
-    gw_members_foreach(member, &t);
-    add(&t, "# HELP lxd_gateway_peer_up 1 if the other gateway replica answers and its operation feed is open.\n"
-            "# TYPE lxd_gateway_peer_up gauge\n");
-    gw_peers_foreach(peer, &t);
-    uint64_t age = gw_trust_age_ms();
-    add(&t,
-        "# HELP lxd_gateway_trust_mirror_age_seconds Age of the gateway's copy of the trust store (-1: never read).\n"
-        "# TYPE lxd_gateway_trust_mirror_age_seconds gauge\n"
-        "lxd_gateway_trust_mirror_age_seconds %.3f\n",
-        age == UINT64_MAX ? -1.0 : age / 1000.0);
-    return t.buf;
+    case GW_METRICS_OPS_FINISHED:
+        gw_metrics_add(t, "# HELP lxd_gateway_operations_finished_total Gateway-owned operations ended, by result.\n"
+                          "# TYPE lxd_gateway_operations_finished_total counter\n");
+        for (size_t i = 0; i != S.num_ops; ++i)
+            gw_metrics_add(t, "lxd_gateway_operations_finished_total{%s} %llu\n", S.ops[i].labels,
+                           (unsigned long long)S.ops[i].count);
+        break;
+    case GW_METRICS_SINGLE_CALLS:
+        gw_metrics_add(t, "# HELP lxd_gateway_single_calls_total Single calls the gateway answered, by kind and result.\n"
+                          "# TYPE lxd_gateway_single_calls_total counter\n");
+        for (size_t i = 0; i != S.num_calls; ++i)
+            gw_metrics_add(t, "lxd_gateway_single_calls_total{%s} %llu\n", S.calls[i].labels, (unsigned long long)S.calls[i].count);
+        break;
+    case GW_METRICS_RETRIES:
+        gw_metrics_add(t, "# HELP lxd_gateway_retries_total Steps tried again after a member or the disk failed them, by step.\n"
+                          "# TYPE lxd_gateway_retries_total counter\n");
+        for (size_t i = 0; i != S.num_retries; ++i)
+            gw_metrics_add(t, "lxd_gateway_retries_total{%s} %llu\n", S.retries[i].labels, (unsigned long long)S.retries[i].count);
+        break;
+    case GW_METRICS_MEMBER_TLS:
+        gw_metrics_add(
+            t, "# HELP lxd_gateway_member_tls_handshakes_total TLS handshakes with members and replicas: a session resumed, or "
+               "a full one.\n"
+               "# TYPE lxd_gateway_member_tls_handshakes_total counter\n");
+        gw_metrics_add(t, "lxd_gateway_member_tls_handshakes_total{resumed=\"false\"} %llu\n",
+                       (unsigned long long)member_handshakes[0]);
+        gw_metrics_add(t, "lxd_gateway_member_tls_handshakes_total{resumed=\"true\"} %llu\n",
+                       (unsigned long long)member_handshakes[1]);
+        break;
+    }
 }

@@ -15,11 +15,20 @@
 
 static char *cluster_pem; /* the cluster certificate, sent in step 2 */
 
+/* the steps, in order; the caller is called back at the end of MG_TARGET (or of MG_SOURCE when it fails) */
+typedef enum {
+    MG_SOURCE,        /* step 1: POST to the source volume (`migration: true`): a websocket operation and its secrets */
+    MG_TARGET,        /* step 2: POST to the target pool, pulling from step 1's operation: the transfer operation */
+    MG_CANCEL_SOURCE, /* step 2 failed: DELETE of step 1's operation (LXD 5.0.2 refuses it) */
+    MG_DONE,
+} migrate_state_t;
+
 typedef struct st_migrate_t {
+    migrate_state_t state;  /* the step whose call is in flight */
     gw_migrate_spec_t spec; /* strings and dst_volume owned */
     char *src_op;           /* id of the step-1 operation */
     json_t *secrets;        /* its websocket secrets */
-    gw_migrate_cb cb;
+    gw_migrate_cb cb;       /* NULL once called */
     void *data;
 } migrate_t;
 
@@ -31,9 +40,16 @@ const char *gw_migrate_init(const char *file)
     return cluster_pem != NULL ? NULL : err;
 }
 
-static void finish(migrate_t *mg, const char *err, long status, json_t *answer, const char *location)
+/* the caller learns the outcome (once) */
+static void tell(migrate_t *mg, const char *err, long status, json_t *answer, const char *location)
 {
-    mg->cb(mg->data, err, status, answer, location);
+    gw_migrate_cb cb = mg->cb;
+    mg->cb = NULL;
+    cb(mg->data, err, status, answer, location);
+}
+
+static void migrate_free(migrate_t *mg)
+{
     free((char *)mg->spec.src_pool), free((char *)mg->spec.src_project), free((char *)mg->spec.src_name);
     free((char *)mg->spec.dst_pool), free((char *)mg->spec.dst_project);
     json_decref(mg->spec.dst_volume);
@@ -88,64 +104,17 @@ static void hang_up(const gw_migrate_spec_t *spec, const char *op, json_t *secre
     }
 }
 
-typedef struct st_cancel_t {
-    gw_migrate_spec_t spec; /* id and src only */
-    char *op;
-    json_t *secrets;
-} cancel_t;
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call);
 
-static void on_source_cancelled(void *data, const char *err, long status, json_t *json)
-{
-    cancel_t *c = data;
-    if (err == NULL && status / 100 == 2) {
-        gw_log(GW_LOG_INFO, "migration source cancelled", "operation", c->op, NULL);
-    } else {
-        const char *why = err != NULL ? err : json_string_value(json_object_get(json, "error"));
-        gw_log(GW_LOG_INFO, "migration source not cancellable: hanging up its websockets", "operation", c->op, "reason",
-               why != NULL ? why : "-", NULL);
-        hang_up(&c->spec, c->op, c->secrets);
-    }
-    json_decref(c->secrets);
-    free(c->op);
-    free(c);
-}
-
-/* step 2 failed: the step-1 operation must not wait for a sink that will never come */
-static void cancel_source(migrate_t *mg)
-{
-    cancel_t *c = calloc(1, sizeof(*c));
-    c->spec.id = mg->spec.id;
-    c->spec.src = mg->spec.src;
-    c->op = strdup(mg->src_op);
-    c->secrets = json_incref(mg->secrets);
-    char *path = gw_text_dupf("/1.0/operations/%s", mg->src_op);
-    gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_source_cancelled, c);
-    free(path);
-}
-
-/* step 2 answered */
-static void on_target(void *data, const char *err, long status, json_t *json)
-{
-    migrate_t *mg = data;
-    if (err != NULL || status / 100 != 2) {
-        if (mg->spec.relay != NULL && *mg->spec.relay != NULL) {
-            gw_relay_close(*mg->spec.relay);
-            *mg->spec.relay = NULL;
-        }
-        gw_log(GW_LOG_WARN, "migration sink refused", "member", mg->spec.dst->name, "source_operation", mg->src_op, "err",
-               err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
-        cancel_source(mg);
-    }
-    finish(mg, err, status, json, err == NULL ? gw_backend_header("Location") : NULL);
-}
-
-static void start_target(migrate_t *mg, json_t *secrets)
+/* step 2's call: the target pulls from step 1's operation (through the gateway's relay when asked: it can cut it) */
+static void post_target(migrate_t *mg)
 {
     char *path = gw_lxd_volume_path(mg->spec.dst_pool, NULL, mg->spec.dst_project, mg->spec.dst->name), *opurl;
     if (asprintf(&opurl, "%s/1.0/operations/%s", mg->spec.src->url, mg->src_op) < 0)
         abort();
     const char *cert = cluster_pem;
-    if (mg->spec.relay != NULL && gw_relay_available()) { /* the target pulls through the gateway, which can cut it */
+    json_t *secrets = mg->secrets;
+    if (mg->spec.relay != NULL && gw_relay_available()) {
         *mg->spec.relay = gw_relay_open(mg->spec.src, mg->spec.id, mg->src_op, secrets);
         free(opurl);
         opurl = strdup(gw_relay_url(*mg->spec.relay));
@@ -158,30 +127,72 @@ static void start_target(migrate_t *mg, json_t *secrets)
                                   "certificate", cert, "secrets", secrets, "volume_only", mg->spec.volume_only, "refresh",
                                   mg->spec.refresh));
     char *text = json_dumps(body, JSON_COMPACT);
-    gw_backend_call(mg->spec.dst->url, mg->spec.id, "POST", path, text, STEP_TIMEOUT_MS, on_target, mg);
+    gw_backend_call(mg->spec.dst->url, mg->spec.id, "POST", path, text, STEP_TIMEOUT_MS, on_answer, mg);
     free(text);
     json_decref(body);
     free(opurl);
     free(path);
 }
 
-/* step 1 answered: a websocket operation with the secrets, or an error */
-static void on_source(void *data, const char *err, long status, json_t *json)
+/* the one function every answer comes to */
+static void advance(migrate_t *mg, const char *err, long status, json_t *json, const gw_call_t *call)
 {
-    migrate_t *mg = data;
-    json_t *op = json_object_get(json, "metadata"), *secrets = json_object_get(op, "metadata");
-    const char *id = json_string_value(json_object_get(op, "id"));
-    if (err != NULL || status != 202) {
-        finish(mg, err, status, json, NULL);
+    switch (mg->state) {
+    case MG_SOURCE: { /* a websocket operation with the secrets, or an error */
+        json_t *op = json_object_get(json, "metadata"), *secrets = json_object_get(op, "metadata");
+        const char *id = json_string_value(json_object_get(op, "id"));
+        if (err != NULL || status != 202) {
+            tell(mg, err, status, json, NULL);
+            break;
+        }
+        if (id == NULL || !json_is_object(secrets) || json_object_get(secrets, "control") == NULL) {
+            tell(mg, "the source member's migration operation has no secrets", 0, NULL, NULL);
+            break;
+        }
+        mg->src_op = strdup(id);
+        mg->secrets = json_incref(secrets);
+        mg->state = MG_TARGET; /* at once: the source waits only 10 s for its sink */
+        post_target(mg);
         return;
     }
-    if (id == NULL || !json_is_object(secrets) || json_object_get(secrets, "control") == NULL) {
-        finish(mg, "the source member's migration operation has no secrets", 0, NULL, NULL);
+    case MG_TARGET:
+        if (err == NULL && status / 100 == 2) {
+            tell(mg, NULL, status, json, gw_call_header(call, "Location"));
+            break;
+        }
+        if (mg->spec.relay != NULL && *mg->spec.relay != NULL) {
+            gw_relay_close(*mg->spec.relay);
+            *mg->spec.relay = NULL;
+        }
+        gw_log(GW_LOG_WARN, "migration sink refused", "member", mg->spec.dst->name, "source_operation", mg->src_op, "err",
+               err != NULL ? err : json_string_value(json_object_get(json, "error")), NULL);
+        tell(mg, err, status, json, NULL);
+        /* the step-1 operation must not wait for a sink that will never come */
+        mg->state = MG_CANCEL_SOURCE;
+        char *path = gw_text_dupf("/1.0/operations/%s", mg->src_op);
+        gw_backend_call(mg->spec.src->url, mg->spec.id, "DELETE", path, NULL, STEP_TIMEOUT_MS, on_answer, mg);
+        free(path);
         return;
+    case MG_CANCEL_SOURCE:
+        if (err == NULL && status / 100 == 2) {
+            gw_log(GW_LOG_INFO, "migration source cancelled", "operation", mg->src_op, NULL);
+        } else {
+            const char *why = err != NULL ? err : json_string_value(json_object_get(json, "error"));
+            gw_log(GW_LOG_INFO, "migration source not cancellable: hanging up its websockets", "operation", mg->src_op, "reason",
+                   why != NULL ? why : "-", NULL);
+            hang_up(&mg->spec, mg->src_op, mg->secrets);
+        }
+        break;
+    case MG_DONE:
+        abort();
     }
-    mg->src_op = strdup(id);
-    mg->secrets = json_incref(secrets);
-    start_target(mg, secrets);
+    mg->state = MG_DONE;
+    migrate_free(mg);
+}
+
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
+{
+    advance(data, err, status, json, call);
 }
 
 void gw_migrate_start(const gw_migrate_spec_t *spec, gw_migrate_cb cb, void *data)
@@ -194,6 +205,7 @@ void gw_migrate_start(const gw_migrate_spec_t *spec, gw_migrate_cb cb, void *dat
     mg->spec.dst_pool = strdup(spec->dst_pool);
     mg->spec.dst_project = strdup(spec->dst_project);
     mg->spec.dst_volume = json_deep_copy(spec->dst_volume);
+    mg->state = MG_SOURCE;
     mg->cb = cb;
     mg->data = data;
     /* LXD 4.0/5.0 refuse it without `name`; `project` in the body would mean a move to another project */
@@ -201,7 +213,7 @@ void gw_migrate_start(const gw_migrate_spec_t *spec, gw_migrate_cb cb, void *dat
                              spec->volume_only);
     char *text = json_dumps(body, JSON_COMPACT),
          *path = gw_lxd_volume_path(spec->src_pool, spec->src_name, spec->src_project, spec->src->name);
-    gw_backend_call(spec->src->url, spec->id, "POST", path, text, STEP_TIMEOUT_MS, on_source, mg);
+    gw_backend_call(spec->src->url, spec->id, "POST", path, text, STEP_TIMEOUT_MS, on_answer, mg);
     free(path);
     free(text);
     json_decref(body);

@@ -2,17 +2,15 @@
  * operations.c: see operations.h.
  */
 #include <stdlib.h>
-#include <ctype.h>
 #include <string.h>
 #include <time.h>
 #include <openssl/rand.h>
+#include "hold.h"
 #include "lxd.h"
 #include "log.h"
 #include "text.h"
 #include "metrics.h"
 #include "operations.h"
-#include "rewrite.h"
-#include "tokens.h"
 
 struct st_gw_op_t {
     char id[37];                /* UUID, first group = the replica's tag */
@@ -32,9 +30,9 @@ struct st_gw_op_t {
     h2o_linklist_t link;        /* in O.ops */
 };
 
-/* a GET .../wait in progress */
+/* a GET .../wait in progress; in the request's pool: it dies with the request */
 typedef struct st_wait_t {
-    h2o_req_t *req;
+    gw_hold_t hold; /* the request, until it is answered (wait_done) or its client leaves (on_wait_gone) */
     gw_op_t *op;
     h2o_linklist_t link;        /* in op->waiters */
     h2o_timeout_entry_t expire; /* the client's timeout */
@@ -127,14 +125,19 @@ json_t *gw_op_json(const gw_op_t *op)
                      "location", op->location);
 }
 
+json_t *gw_op_event(const gw_op_t *op)
+{
+    return json_pack("{s:s, s:o, s:o, s:s, s:s}", "type", "operation", "timestamp", timestamp(&op->updated_at), "metadata",
+                     gw_op_json(op), "location", op->location, "project", op->project);
+}
+
 /* LXD's event for a change of `op`, to the listener */
 static void changed(gw_op_t *op)
 {
     clock_gettime(CLOCK_REALTIME, &op->updated_at);
     if (O.num_on_event == 0)
         return;
-    json_t *event = json_pack("{s:s, s:o, s:o, s:s, s:s}", "type", "operation", "timestamp", timestamp(&op->updated_at), "metadata",
-                              gw_op_json(op), "location", op->location, "project", op->project);
+    json_t *event = gw_op_event(op);
     if (event == NULL) { /* cannot happen with the cleaned strings above; never hand a listener NULL */
         gw_log(GW_LOG_ERROR, "operation event could not be encoded", "operation", op->id, NULL);
         return;
@@ -185,14 +188,20 @@ static void send_op(h2o_req_t *req, const gw_op_t *op)
     gw_lxd_send_sync(req, gw_op_json(op));
 }
 
-static void wait_done(wait_t *w)
+/* the wait is over (its operation ended, or its timeout passed): it is no longer linked anywhere */
+static void wait_unlink(wait_t *w)
 {
     h2o_linklist_unlink(&w->link);
     h2o_timeout_unlink(&w->expire);
     h2o_timeout_dispose(O.ctx->loop, &w->timeout);
-    h2o_req_t *req = w->req;
-    w->req = NULL;
-    send_op(req, w->op);
+}
+
+static void wait_done(wait_t *w)
+{
+    wait_unlink(w);
+    h2o_req_t *req = gw_hold_take(&w->hold); /* (held: on_wait_gone unlinks a wait whose client left) */
+    if (req != NULL)
+        send_op(req, w->op);
 }
 
 static void on_drop(h2o_timeout_entry_t *entry)
@@ -236,6 +245,11 @@ void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data)
         cb(H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l), data);
 }
 
+int gw_ops_is_empty(void)
+{
+    return h2o_linklist_is_empty(&O.ops) && h2o_linklist_is_empty(&O.mirrored);
+}
+
 size_t gw_ops_running(void)
 {
     size_t n = 0;
@@ -270,11 +284,18 @@ static int ended(json_t *op)
     return json_integer_value(json_object_get(op, "status_code")) >= GW_OP_SUCCESS;
 }
 
-void gw_ops_mirror(const char *project, json_t *op)
+static int same_state(json_t *a, json_t *b)
+{
+    const char *ua = json_string_value(json_object_get(a, "updated_at")), *ub = json_string_value(json_object_get(b, "updated_at"));
+    return json_integer_value(json_object_get(a, "status_code")) == json_integer_value(json_object_get(b, "status_code")) &&
+           ua != NULL && ub != NULL && strcmp(ua, ub) == 0;
+}
+
+int gw_ops_mirror(const char *project, json_t *op)
 {
     const char *id = json_string_value(json_object_get(op, "id"));
     if (id == NULL || strlen(id) != 36)
-        return;
+        return 0;
     mirror_t *m = NULL;
     for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored && m == NULL; l = l->next)
         if (strcmp(H2O_STRUCT_FROM_MEMBER(mirror_t, link, l)->id, id) == 0)
@@ -285,11 +306,14 @@ void gw_ops_mirror(const char *project, json_t *op)
         m->project = strdup(project);
         m->drop.cb = on_mirror_drop;
         h2o_linklist_insert(&O.mirrored, &m->link);
+    } else if (same_state(m->json, op)) {
+        return 0; /* seen already (a feed's opening snapshot) */
     }
     json_decref(m->json);
     m->json = json_incref(op);
     if (ended(op) && !h2o_timeout_is_linked(&m->drop))
         h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
+    return 1;
 }
 
 void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char *project, json_t *event))
@@ -317,6 +341,28 @@ void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char 
     }
 }
 
+void gw_ops_mirror_foreach(void (*cb)(const char *project, json_t *op, void *data), void *data)
+{
+    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored; l = l->next) {
+        mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
+        cb(m->project, m->json, data);
+    }
+}
+
+int gw_ops_is_running(const char *id)
+{
+    size_t len = strlen(id);
+    gw_op_t *op = find(id, len);
+    if (op != NULL)
+        return op->status < GW_OP_SUCCESS;
+    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored; l = l->next) {
+        mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
+        if (strcmp(m->id, id) == 0)
+            return !ended(m->json);
+    }
+    return 0;
+}
+
 int gw_ops_may_see(gw_trust_kind_t kind, const gw_projects_t *projects, const char *project)
 {
     if (kind == GW_TRUST_CLIENT)
@@ -324,15 +370,9 @@ int gw_ops_may_see(gw_trust_kind_t kind, const gw_projects_t *projects, const ch
     return kind == GW_TRUST_RESTRICTED && gw_projects_has(projects, project);
 }
 
-static void on_wait_dispose(void *data)
+static void on_wait_gone(gw_hold_t *hold)
 {
-    wait_t *w = *(wait_t **)data;
-    if (w->req != NULL) { /* the client left while waiting */
-        h2o_linklist_unlink(&w->link);
-        h2o_timeout_unlink(&w->expire);
-        h2o_timeout_dispose(O.ctx->loop, &w->timeout);
-    }
-    free(w);
+    wait_unlink(H2O_STRUCT_FROM_MEMBER(wait_t, hold, hold)); /* the client left while waiting */
 }
 
 static void on_wait_expire(h2o_timeout_entry_t *entry)
@@ -341,18 +381,15 @@ static void on_wait_expire(h2o_timeout_entry_t *entry)
     wait_done(w); /* LXD answers the operation as it is when the timeout passes */
 }
 
-static void start_wait(h2o_req_t *req, gw_op_t *op)
+static void start_wait(h2o_req_t *req, gw_op_t *op, long secs)
 {
-    const char *t = gw_lxd_query(req, "timeout");
-    long secs = t != NULL && *t != '\0' ? strtol(t, NULL, 10) : -1;
     if (op->status >= GW_OP_SUCCESS || secs == 0) {
         send_op(req, op);
         return;
     }
-    wait_t *w = calloc(1, sizeof(*w)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_wait_dispose);
-    *holder = w;
-    w->req = req;
-    w->op = op;
+    wait_t *w = h2o_mem_alloc_pool(&req->pool, sizeof(*w));
+    *w = (wait_t){.op = op};
+    gw_hold_attach(&w->hold, req, on_wait_gone);
     h2o_linklist_insert(&op->waiters, &w->link);
     h2o_timeout_init(O.ctx->loop, &w->timeout, secs > 0 ? (uint64_t)secs * 1000 : UINT32_MAX);
     w->expire.cb = on_wait_expire;
@@ -375,89 +412,24 @@ static void cancel(h2o_req_t *req, gw_op_t *op)
     gw_lxd_send_sync(req, NULL);
 }
 
-/* adds `op` (stolen) to the list's group of its status: itself (recursion) or its URL */
-static void list_add(json_t *meta, int deep, json_t *op)
+int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
 {
-    const char *status = json_string_value(json_object_get(op, "status"));
-    char *key = gw_text_dupf("%s", status != NULL ? status : "unknown");
-    key[0] = (char)tolower((unsigned char)key[0]); /* LXD groups by lower-cased status */
-    json_t *group = json_object_get(meta, key);
-    if (!json_is_array(group)) {
-        group = json_array();
-        json_object_set_new(meta, key, group);
-    }
-    if (deep) {
-        json_array_append(group, op);
-    } else {
-        const char *id = json_string_value(json_object_get(op, "id"));
-        char *url = gw_text_dupf("/1.0/operations/%s", id != NULL ? id : "");
-        json_array_append_new(group, json_string(url));
-        free(url);
-    }
-    free(key);
-    json_decref(op);
-}
-
-/* GET /1.0/operations: the cluster's list (token operations rewritten) with the gateway's own of the project added */
-static void merge(h2o_req_t *req, json_t *answer, long status, const gw_caller_t *caller)
-{
-    if (status != 200)
-        return;
-    gw_tokens_rewrite(answer);
-    const char *project = gw_lxd_query(req, "project"), *all = gw_lxd_query(req, "all-projects"),
-               *recursion = gw_lxd_query(req, "recursion");
-    int deep = recursion != NULL && strcmp(recursion, "0") != 0 && *recursion != '\0';
-    json_t *meta = json_object_get(answer, "metadata");
-    if (!json_is_object(meta)) {
-        meta = json_object();
-        json_object_set_new(answer, "metadata", meta);
-    }
-    const char *want = project != NULL && *project != '\0' ? project : "default";
-    int every = all != NULL && strcmp(all, "true") == 0;
-    for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next) {
-        gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);
-        if ((every || strcmp(op->project, want) == 0) && gw_ops_may_see(caller->kind, caller->projects, op->project))
-            list_add(meta, deep, gw_op_json(op));
-    }
-    for (h2o_linklist_t *l = O.mirrored.next; l != &O.mirrored; l = l->next) {
-        mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, l);
-        if ((every || strcmp(m->project, want) == 0) && gw_ops_may_see(caller->kind, caller->projects, m->project))
-            list_add(meta, deep, json_incref(m->json));
-    }
-}
-
-int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller)
-{
-    static const char prefix[] = "/1.0/operations";
-    h2o_iovec_t p = req->path_normalized;
-    size_t len = sizeof(prefix) - 1;
     int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    if (p.len < len || memcmp(p.base, prefix, len) != 0)
-        return 0;
-    if (p.len == len || (p.len == len + 1 && p.base[len] == '/')) { /* the list */
-        if (!get || (h2o_linklist_is_empty(&O.ops) && h2o_linklist_is_empty(&O.mirrored)))
-            return 0; /* nothing to add: tokens.c rewrites it */
-        gw_rewrite_pass(req, caller, merge);
-        return 1;
-    }
-    if (p.base[len] != '/')
-        return 0;
-    const char *id = p.base + len + 1, *end = p.base + p.len, *slash = memchr(id, '/', end - id);
-    gw_op_t *op = find(id, (slash != NULL ? slash : end) - id);
+    gw_op_t *op = find(path->id.base, path->id.len);
     if (op == NULL)
         return 0; /* not ours: the cluster's */
     if (!gw_ops_may_see(caller->kind, caller->projects, op->project)) {
         gw_lxd_send_error(req, 403, "not authorized");
         return 1;
     }
-    int is_wait = slash != NULL && h2o_memis(slash, end - slash, H2O_STRLIT("/wait"));
-    if (slash == NULL && get)
+    int plain = path->kind == GW_PATH_OPERATION;
+    if (plain && get)
         send_op(req, op);
-    else if (is_wait && get)
-        start_wait(req, op);
-    else if (slash == NULL && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
+    else if (path->kind == GW_PATH_OPERATION_WAIT && get)
+        start_wait(req, op, path->timeout_s);
+    else if (plain && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
         cancel(req, op);
     else
-        gw_lxd_send_error(req, slash == NULL ? 405 : 404, slash == NULL ? "method not allowed" : "not found");
+        gw_lxd_send_error(req, plain ? 405 : 404, plain ? "method not allowed" : "not found");
     return 1;
 }

@@ -4,8 +4,8 @@
  * An operation is LXD's Operation JSON: a UUID `id`, `class: task`, `description`, RFC 3339 timestamps,
  * `status`/`status_code`, `resources`, `metadata`, `may_cancel`, `err`, `location`. Clients reach it with the
  * usual calls, which the gateway answers itself for its own ids: GET /1.0/operations/<id> (`?target=` and
- * `?project=` ignored), GET .../wait?timeout=N, DELETE (cancel), and GET /1.0/operations (the cluster's list with the
- * gateway's own merged in). Every other id passes through to the cluster.
+ * `?project=` ignored), GET .../wait?timeout=N, DELETE (cancel). Every other id passes through to the cluster. GET
+ * /1.0/operations (the cluster's list with the gateway's own merged in) is oplist.h's, a floor above.
  *
  * Ids are random UUIDs whose first group is this replica's tag (8 hex digits), so that a replica can tell from an id
  * which replica runs it (load-balancer issue). A finished operation stays visible for 5 s, as in LXD.
@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 #include <h2o.h>
+#include "path.h"
 #include "trust.h"
 
 #define GW_OP_KEEP_MS 5000 /* a finished operation stays visible this long */
@@ -50,6 +51,8 @@ void gw_op_set(gw_op_t *op, const char *key, json_t *value);
 void gw_op_finish(gw_op_t *op, gw_op_status_t status, const char *err);
 /* LXD's Operation JSON of `op` (a new reference) */
 json_t *gw_op_json(const gw_op_t *op);
+/* LXD's event JSON (type "operation") of `op` as it is now (a new reference, or NULL if it cannot be encoded) */
+json_t *gw_op_event(const gw_op_t *op);
 /* answers `req` as LXD answers a request that started an operation: 202, Location, the async envelope */
 void gw_op_send_created(h2o_req_t *req, const gw_op_t *op);
 /* adds a listener of every change (at most GW_OPS_MAX_LISTENERS: the client event streams, the peers' feeds) */
@@ -61,20 +64,28 @@ const char *gw_ops_tag(void);
 size_t gw_ops_running(void);
 /* calls `cb` for every operation in the registry, running or kept */
 void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
+/* 1 if the registry holds no operation at all: none of this replica's, none mirrored, running or kept */
+int gw_ops_is_empty(void);
 
 /*
  * Operations other replicas run, as their event feeds show them (peers.h): listed in GET /1.0/operations next to this
  * replica's own. `op` is LXD's Operation JSON (borrowed); an ended one is dropped GW_OP_KEEP_MS later.
  */
-void gw_ops_mirror(const char *project, json_t *op);
+/* returns 1 if `op` is news (not mirrored yet, or another status or update time than the mirrored one), else 0 */
+int gw_ops_mirror(const char *project, json_t *op);
 /* the running mirrored operations whose id starts with `tag` end as Failure with `err`; `cb` hears of each one, with
  * LXD's event JSON for that change */
 void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char *project, json_t *event));
 
+/* calls `cb` for every mirrored operation, running or kept: its project and LXD's Operation JSON (borrowed) */
+void gw_ops_mirror_foreach(void (*cb)(const char *project, json_t *op, void *data), void *data);
+
+/* operation `id` (this replica's or a peer's, as its feed shows it) has not ended */
+int gw_ops_is_running(const char *id);
 /* LXD lets a caller of trust `kind` (restricted to `projects`) see the operations of `project` */
 int gw_ops_may_see(gw_trust_kind_t kind, const gw_projects_t *projects, const char *project);
-/* takes GET/DELETE of /1.0/operations/<id>[/wait] for the gateway's own ids, and GET /1.0/operations (returns 1 and
- * answers); returns 0 for anything else */
-int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller);
+/* takes GET/DELETE of /1.0/operations/<id>[/wait] for the gateway's own ids (returns 1 and answers); returns 0 for
+ * anything else */
+int gw_ops_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
 
 #endif

@@ -6,20 +6,32 @@
 #include <h2o/websocket.h>
 #include <openssl/rand.h>
 #include "backend.h"
+#include "clock.h"
 #include "eventstream.h"
+#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "operations.h"
 #include "peers.h"
 #include "relay.h"
+#include "text.h"
 #include "tls.h"
 #include "wsclient.h"
 
-#define PROBE_TIMEOUT_MS 5000   /* a probe unanswered this long counts as a miss */
-#define PROBE_MISSES 3          /* misses in a row that make a peer down (one slow answer may be its busy loop) */
-#define CONNECT_TIMEOUT_MS 2000 /* a peer that takes longer to accept is not answering */
-#define CALL_TIMEOUT_MS 15000   /* a forwarded GET or DELETE */
+/*
+ * A busy peer is not a dead peer. A peer is down only on evidence: its port refuses connections (nothing listens: the
+ * process is gone), it answers as something that is not a gateway replica, or it has given no sign of life at all (no
+ * probe answered, no frame on its feed) for SILENT_DOWN_MS. A timed-out probe, a slow TLS handshake, a feed that broke:
+ * each only makes the peer "slow" and is checked at once with a probe. While a peer is only slow, forwarded requests are
+ * retried (within the client's own bound); once it is down, they are answered at once, naming it.
+ */
+#define PROBE_TIMEOUT_MS 5000   /* a probe unanswered this long is a miss (a sign of nothing, not of death) */
+#define CONNECT_TIMEOUT_MS 5000 /* connecting (TCP and TLS) to a peer may take this long per attempt */
+#define SILENT_DOWN_MS 60000    /* no sign of life for this long, though nothing refused us: down */
+#define CALL_TIMEOUT_MS 15000   /* one attempt of a forwarded GET or DELETE */
+#define CALL_BUDGET_MS 60000    /* all attempts of a forwarded GET or DELETE */
 #define WAIT_SLACK_MS 30000     /* a forwarded wait may take its timeout and this much more */
+#define RETRY_MS 1000           /* pause before a forwarded request is tried again */
 
 typedef struct st_peer_t {
     char *name;                            /* from `peers` */
@@ -31,9 +43,12 @@ typedef struct st_peer_t {
     int self;                              /* this entry is this replica */
     int probed;                            /* a probe has ended at least once */
     int up;                                /* its feed is open */
-    unsigned misses;                       /* probes in a row without an answer */
+    int down;                              /* evidence says it is not running (see above); cleared when it answers */
+    int slow;                              /* something of it timed out since it last answered (logged once) */
+    uint64_t last_contact;                 /* gw_clock_ms() of its last sign of life (an answered probe, a frame on its feed) */
     gw_call_t *probe;                      /* in flight, or NULL */
     gw_wsclient_t *feed;                   /* its operation events, or NULL */
+    h2o_linklist_t forwards;               /* forward_t.link: requests forwarded to it, in flight or waiting to retry */
 } peer_t;
 
 /* a peer following this replica's operations */
@@ -42,11 +57,18 @@ typedef struct st_subscriber_t {
     h2o_linklist_t link; /* in P.subscribers */
 } subscriber_t;
 
-/* a request forwarded to the operation's owner */
+/* a request forwarded to the operation's owner; in the request's pool: it dies with the request */
 typedef struct st_forward_t {
-    h2o_req_t *req;
+    gw_hold_t hold;  /* the request, until it is answered (forward_take) or its client leaves (on_forward_gone) */
     gw_call_t *call; /* in flight, or NULL */
     peer_t *peer;
+    const char *method, *path; /* what is forwarded (in the request's pool) */
+    const char *header;        /* the caller header line */
+    int is_wait;               /* GET .../wait: a long poll */
+    uint64_t deadline;         /* gw_clock_ms() after which it is not tried again; UINT64_MAX: none (a wait without timeout) */
+    unsigned attempts;         /* calls made */
+    h2o_timeout_entry_t retry; /* linked while it waits to be tried again */
+    h2o_linklist_t link;       /* in peer->forwards until it is answered or the client leaves */
 } forward_t;
 
 static struct {
@@ -57,29 +79,64 @@ static struct {
     char identity[GW_FINGERPRINT_LEN + 1]; /* this replica's identity fingerprint */
     char *tags_file;                       /* state_dir/peers.tags: the tags learned, for a restart while a peer is down */
     h2o_timeout_t interval;                /* cluster.health_interval */
+    h2o_timeout_t retry;                   /* RETRY_MS */
     h2o_timeout_entry_t tick;
     h2o_linklist_t subscribers; /* subscriber_t.link */
 } P;
 
 static void probe(peer_t *p);
+static void forward_answer_down(forward_t *f);
 
-/* the peer is not answering: forget its feed; its running operations end for the clients that follow them here */
+/* evidence says the peer is not running: forget its feed; its running operations end for the clients that follow them
+ * here, and the requests forwarded to it are answered */
 static void peer_down(peer_t *p, const char *why)
 {
     if (p->feed != NULL) {
         gw_wsclient_close(p->feed);
         p->feed = NULL;
     }
-    if (!p->up)
+    int was_down = p->down;
+    p->down = 1;
+    while (!h2o_linklist_is_empty(&p->forwards))
+        forward_answer_down(H2O_STRUCT_FROM_MEMBER(forward_t, link, p->forwards.next));
+    if (was_down)
         return;
+    int was_up = p->up;
     p->up = 0;
     gw_log(GW_LOG_WARN, "gateway replica down", "peer", p->name, "url", p->url, "err", why, NULL);
-    char err[512];
-    snprintf(err, sizeof(err),
-             "Gateway replica %s (%s), which runs this operation, stopped answering (%s); it finishes or rolls back its "
-             "moves from its journal when it starts again",
-             p->name, p->url, why);
+    if (!was_up)
+        return;
+    char *err = gw_text_dupf("Gateway replica %s (%s), which runs this operation, is down (%s): its outcome is not known here",
+                             p->name, p->url, why);
     gw_ops_mirror_fail(p->tag, err, gw_eventstream_publish);
+    free(err);
+}
+
+/* a sign of life */
+static void peer_alive(peer_t *p)
+{
+    p->last_contact = gw_clock_ms();
+    p->slow = 0;
+    p->down = 0;
+}
+
+/* something timed out: only slow, unless it has been silent for too long; `ask`: probe it now */
+static void peer_slow(peer_t *p, const char *why, int ask)
+{
+    if (p->down)
+        return;
+    uint64_t now = gw_clock_ms(), silent = now > p->last_contact ? now - p->last_contact : 0;
+    if (silent >= SILENT_DOWN_MS) {
+        char *msg = gw_text_dupf("no sign of life for %llu s; last: %s", (unsigned long long)(silent / 1000), why);
+        peer_down(p, msg);
+        free(msg);
+        return;
+    }
+    if (!p->slow)
+        gw_log(GW_LOG_WARN, "gateway replica slow (not taken for down)", "peer", p->name, "url", p->url, "err", why, NULL);
+    p->slow = 1;
+    if (ask)
+        probe(p); /* a refused connection is the evidence that it is down */
 }
 
 static void on_feed_open(gw_wsclient_t *ws, void *data)
@@ -87,6 +144,8 @@ static void on_feed_open(gw_wsclient_t *ws, void *data)
     peer_t *p = data;
     (void)ws;
     p->up = 1;
+    p->down = 0;
+    peer_alive(p);
     gw_log(GW_LOG_INFO, "gateway replica up", "peer", p->name, "url", p->url, "tag", p->tag, NULL);
 }
 
@@ -96,20 +155,25 @@ static void on_feed_message(gw_wsclient_t *ws, void *data, const uint8_t *msg, s
     (void)ws;
     json_t *event = json_loadb((const char *)msg, len, 0, NULL), *op = json_object_get(event, "metadata");
     const char *project = json_string_value(json_object_get(event, "project")), *id = json_string_value(json_object_get(op, "id"));
-    /* only the peer's own operations: a peer cannot speak for another replica's, nor for the cluster's */
-    if (project != NULL && id != NULL && strlen(id) == 36 && memcmp(id, p->tag, 8) == 0) {
-        gw_ops_mirror(project, op);
+    peer_alive(p);
+    /* only the peer's own operations: a peer cannot speak for another replica's, nor for the cluster's; and only news
+     * (a feed opens with the state of all the peer's operations, most of which this replica has seen) */
+    if (project != NULL && id != NULL && strlen(id) == 36 && memcmp(id, p->tag, 8) == 0 && gw_ops_mirror(project, op))
         gw_eventstream_publish(project, event);
-    }
     json_decref(event);
 }
 
+/* the feed broke: a process that died, or one too busy to keep up; a probe tells which (its answer reopens the feed) */
 static void on_feed_close(gw_wsclient_t *ws, void *data, const char *err)
 {
     peer_t *p = data;
     (void)ws;
     p->feed = NULL;
-    peer_down(p, err != NULL ? err : "its event feed ended");
+    if (p->down)
+        return;
+    gw_log(GW_LOG_WARN, "gateway replica's feed ended; asking it whether it runs", "peer", p->name, "url", p->url, "err",
+           err != NULL ? err : "-", NULL);
+    probe(p);
 }
 
 static const gw_wsclient_cbs_t feed_callbacks = {on_feed_open, on_feed_message, on_feed_close};
@@ -151,7 +215,7 @@ static void found_self(peer_t *p)
     gw_log(GW_LOG_INFO, "this replica is a listed peer", "peer", p->name, "url", p->url, NULL);
 }
 
-static void on_probe(void *data, const char *err, long status, json_t *json)
+static void on_probe(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     peer_t *p = data;
     json_t *meta = json_object_get(json, "metadata");
@@ -170,12 +234,13 @@ static void on_probe(void *data, const char *err, long status, json_t *json)
             snprintf(why, sizeof(why), "GET /lxd-gateway/peer answered status %ld, not a gateway replica's answer", status);
         if (first) /* later failures are logged when a peer that was up goes down */
             gw_log(GW_LOG_WARN, "gateway replica not answering", "peer", p->name, "url", p->url, "err", why, NULL);
-        /* refused: down now; a timeout: maybe only slow */
-        if (err == NULL || gw_backend_not_sent() || ++p->misses >= PROBE_MISSES)
+        if (err == NULL || gw_call_not_sent(call)) /* not a replica's answer, or nothing listens: evidence */
             peer_down(p, why);
+        else /* a timeout, a TLS or connection error: perhaps only busy */
+            peer_slow(p, why, 0);
         return;
     }
-    p->misses = 0;
+    peer_alive(p);
     if (strcmp(instance, P.instance) == 0) {
         found_self(p);
         return;
@@ -208,8 +273,15 @@ static void probe(peer_t *p)
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     (void)entry;
-    for (size_t i = 0; i != P.num; ++i)
-        probe(P.peers + i);
+    for (size_t i = 0; i != P.num; ++i) {
+        peer_t *p = P.peers + i;
+        uint64_t rx = p->feed != NULL ? gw_wsclient_last_rx(p->feed) : 0, hnow = h2o_now(P.ctx->loop);
+        if (rx != 0 && hnow >= rx && hnow - rx <= P.interval.timeout + PROBE_TIMEOUT_MS)
+            peer_alive(p); /* a frame on its feed since the last tick or so (its pong to our last ping) */
+        if (p->feed != NULL)
+            gw_wsclient_ping(p->feed);
+        probe(p);
+    }
     h2o_timeout_link(P.ctx->loop, &P.interval, &P.tick);
 }
 
@@ -260,6 +332,8 @@ const char *gw_peers_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
         p->url = strdup(c->url);
         p->pin = gw_tls_curl_pin(cert);
         p->id = (gw_identity_t){"peer", conf->identity_certificate, conf->identity_key};
+        h2o_linklist_init_anchor(&p->forwards);
+        p->last_contact = gw_clock_ms();
         err = gw_identity_setup_pinned(&p->id, cert);
         X509_free(cert);
         if (err != NULL)
@@ -273,6 +347,7 @@ const char *gw_peers_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
             if (strcmp(P.peers[i].url + 8, conf->listen[j]) == 0)
                 found_self(P.peers + i);
     h2o_timeout_init(ctx->loop, &P.interval, conf->health_interval_ms);
+    h2o_timeout_init(ctx->loop, &P.retry, RETRY_MS);
     P.tick.cb = on_tick;
     return NULL;
 }
@@ -332,6 +407,17 @@ static void on_subscriber_msg(h2o_websocket_conn_t *conn, const struct wslay_eve
     free(s);
 }
 
+/* a new follower first hears the state of every operation of this replica */
+static void send_state(const gw_op_t *op, void *data)
+{
+    json_t *event = gw_op_event(op);
+    char *text = event != NULL ? json_dumps(event, JSON_COMPACT) : NULL;
+    if (text != NULL)
+        gw_eventstream_send(data, text, strlen(text));
+    free(text);
+    json_decref(event);
+}
+
 /* websocket GET /lxd-gateway/events: a peer follows this replica's operations */
 static void subscribe(h2o_req_t *req)
 {
@@ -343,57 +429,147 @@ static void subscribe(h2o_req_t *req)
     subscriber_t *s = calloc(1, sizeof(*s));
     s->conn = h2o_upgrade_to_websocket(req, key, s, on_subscriber_msg);
     h2o_linklist_insert(&P.subscribers, &s->link);
+    gw_ops_foreach(send_state, s->conn); /* what it missed while it did not follow (it keeps only news) */
 }
 
-static void on_forward_dispose(void *data)
+static void forward_try(forward_t *f);
+
+/* the request is answered (or its client left): no more attempts */
+static void forward_end(forward_t *f)
 {
-    forward_t *f = data;
-    if (f->call != NULL) /* the client left: so does the forwarded call */
+    if (f->call != NULL) {
         gw_backend_cancel(f->call);
+        f->call = NULL;
+    }
+    if (h2o_timeout_is_linked(&f->retry))
+        h2o_timeout_unlink(&f->retry);
+    if (h2o_linklist_is_linked(&f->link))
+        h2o_linklist_unlink(&f->link);
 }
 
-static void on_forwarded(void *data, const char *err, long status, json_t *json)
+static void on_forward_gone(gw_hold_t *hold)
+{
+    forward_end(H2O_STRUCT_FROM_MEMBER(forward_t, hold, hold)); /* the client left: so does the forwarded call */
+}
+
+/* no more attempts: the request, to answer it now (still held: a forward whose client left has ended, and nothing
+ * that is ended comes here) */
+static h2o_req_t *forward_take(forward_t *f)
+{
+    forward_end(f);
+    return gw_hold_take(&f->hold);
+}
+
+static void forward_answer_down(forward_t *f)
+{
+    gw_lxd_send_error(forward_take(f), 503,
+                      "Gateway replica %s (%s), which runs this operation, is down: its outcome is not known here", f->peer->name,
+                      f->peer->url);
+}
+
+static void on_forward_retry(h2o_timeout_entry_t *entry)
+{
+    forward_try(H2O_STRUCT_FROM_MEMBER(forward_t, retry, entry));
+}
+
+static void on_forwarded(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     forward_t *f = data;
+    peer_t *p = f->peer;
     f->call = NULL;
-    if (err != NULL) {
-        gw_lxd_send_error(f->req, 503,
-                          "Gateway replica %s (%s), which runs this operation, does not answer (%s); it finishes or rolls back "
-                          "its moves from its journal when it starts again",
-                          f->peer->name, f->peer->url, err);
-        if (gw_backend_not_sent())
-            peer_down(f->peer, err);
-    } else if (json == NULL) {
-        gw_lxd_send_error(f->req, 502, "Gateway replica %s answered status %ld without a JSON body", f->peer->name, status);
-    } else {
-        gw_lxd_send_json(f->req, (int)status, json_incref(json));
+    if (err == NULL) {
+        peer_alive(p);
+        h2o_req_t *req = forward_take(f);
+        if (json == NULL)
+            gw_lxd_send_error(req, 502, "Gateway replica %s answered status %ld without a JSON body", p->name, status);
+        else
+            gw_lxd_send_json(req, (int)status, json_incref(json));
+        return;
     }
+    if (gw_call_not_sent(call)) { /* nothing listens there: evidence (answers this request and every other one) */
+        peer_down(p, err);
+        return;
+    }
+    /* slow, or the connection broke: a DELETE that went out may have been done, so it is not sent twice */
+    int sent = gw_call_request_sent(call), is_delete = strcmp(f->method, "DELETE") == 0;
+    peer_slow(p, err, 1);
+    if (p->down) /* peer_slow found it silent for too long: already answered */
+        return;
+    if ((is_delete && sent) || (f->deadline != UINT64_MAX && gw_clock_ms() + RETRY_MS >= f->deadline)) {
+        gw_lxd_send_error(forward_take(f), 504,
+                          "Gateway replica %s (%s), which runs this operation, is busy: it did not answer in time (%s, after %u "
+                          "attempt%s); it is not known to be down, ask again",
+                          p->name, p->url, err, f->attempts, f->attempts == 1 ? "" : "s");
+        return;
+    }
+    h2o_timeout_link(P.ctx->loop, &P.retry, &f->retry);
 }
 
-static void forward(h2o_req_t *req, const gw_caller_t *caller, peer_t *p, int is_wait)
+/* `path` (a wait's) with its ?timeout= value replaced by `secs` (the other parameters kept), in `pool` */
+static const char *with_timeout(h2o_mem_pool_t *pool, const char *path, uint64_t secs)
 {
-    if (!p->up) {
-        gw_lxd_send_error(req, 503,
-                          "Gateway replica %s (%s), which runs this operation, is not answering; it finishes or rolls back its "
-                          "moves from its journal when it starts again",
+    const char *q = strchr(path, '?'), *t = q;
+    while (t != NULL && !(strncmp(t + 1, "timeout=", 8) == 0 && (t[0] == '?' || t[0] == '&')))
+        t = strpbrk(t + 1, "&");
+    if (t == NULL)
+        return path;
+    const char *value = t + 9, *rest = value + strcspn(value, "&");
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)secs);
+    size_t len = (value - path) + n + strlen(rest);
+    char *out = h2o_mem_alloc_pool(pool, len + 1);
+    memcpy(out, path, value - path);
+    memcpy(out + (value - path), num, n);
+    strcpy(out + (value - path) + n, rest);
+    return out;
+}
+
+/* one attempt; a wait takes what is left of the client's timeout (and asks the owner for no more than that) */
+static void forward_try(forward_t *f)
+{
+    peer_t *p = f->peer;
+    uint64_t timeout = CALL_TIMEOUT_MS, now = gw_clock_ms(), left = f->deadline > now ? f->deadline - now : 0;
+    const char *path = f->path;
+    if (f->deadline != UINT64_MAX && left <= RETRY_MS) {
+        gw_lxd_send_error(forward_take(f), 504,
+                          "Gateway replica %s (%s), which runs this operation, is busy: it did not answer in time", p->name,
+                          p->url);
+        return;
+    }
+    if (f->is_wait) {
+        timeout = f->deadline == UINT64_MAX ? 0 : left; /* 0: as long as the owner keeps it open */
+        if (f->attempts != 0 && f->deadline != UINT64_MAX)
+            path = with_timeout(&gw_hold_req(&f->hold)->pool, f->path, left > WAIT_SLACK_MS ? (left - WAIT_SLACK_MS) / 1000 : 0);
+    } else if (left < timeout) {
+        timeout = left;
+    }
+    gw_call_opts_t opts = {p->pin, f->header, CONNECT_TIMEOUT_MS};
+    ++f->attempts;
+    f->call =
+        gw_backend_call_opts(&opts, p->url, &gw_identities[GW_IDENTITY_GATEWAY], f->method, path, NULL, timeout, on_forwarded, f);
+}
+
+static void forward(h2o_req_t *req, const gw_caller_t *caller, peer_t *p, int is_wait, long wait_s)
+{
+    if (p->down) {
+        gw_lxd_send_error(req, 503, "Gateway replica %s (%s), which runs this operation, is down: its outcome is not known here",
                           p->name, p->url);
         return;
     }
-    uint64_t timeout = CALL_TIMEOUT_MS;
-    if (is_wait) {
-        const char *t = gw_lxd_query(req, "timeout");
-        long secs = t != NULL && *t != '\0' ? strtol(t, NULL, 10) : -1;
-        timeout = secs >= 0 ? (uint64_t)secs * 1000 + WAIT_SLACK_MS : 0; /* 0: as long as the owner keeps it open */
-    }
-    forward_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_forward_dispose);
-    *f = (forward_t){req, NULL, p};
+    uint64_t now = gw_clock_ms(), deadline = now + CALL_BUDGET_MS;
+    if (is_wait)
+        deadline = wait_s >= 0 ? now + (uint64_t)wait_s * 1000 + WAIT_SLACK_MS : UINT64_MAX;
+    forward_t *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
+    *f = (forward_t){.peer = p, .is_wait = is_wait, .deadline = deadline};
+    gw_hold_attach(&f->hold, req, on_forward_gone);
+    f->retry.cb = on_forward_retry;
     char *header = h2o_mem_alloc_pool(&req->pool, sizeof(GW_PEERS_CALLER_HEADER) + GW_FINGERPRINT_LEN + 4);
     sprintf(header, "%s: %s", GW_PEERS_CALLER_HEADER, caller->fingerprint);
-    gw_call_opts_t opts = {p->pin, header, CONNECT_TIMEOUT_MS};
-    char *method = h2o_strdup(&req->pool, req->method.base, req->method.len).base,
-         *path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
-    f->call =
-        gw_backend_call_opts(&opts, p->url, &gw_identities[GW_IDENTITY_GATEWAY], method, path, NULL, timeout, on_forwarded, f);
+    f->header = header;
+    f->method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    f->path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
+    h2o_linklist_insert(&p->forwards, &f->link);
+    forward_try(f);
 }
 
 /* the peer (not this replica) whose tag starts operation id `id` */
@@ -408,13 +584,10 @@ static peer_t *owner_of(const char *id, size_t len)
     return NULL;
 }
 
-int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller)
+int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
 {
-    static const char ops[] = "/1.0/operations/";
-    h2o_iovec_t p = req->path_normalized;
     int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    int is_peer = h2o_memis(p.base, p.len, H2O_STRLIT("/lxd-gateway/peer")),
-        is_events = h2o_memis(p.base, p.len, H2O_STRLIT("/lxd-gateway/events"));
+    int is_peer = path->kind == GW_PATH_PEER, is_events = path->kind == GW_PATH_PEER_EVENTS;
     if (is_peer || is_events) {
         if (caller->kind != GW_TRUST_CLIENT) /* the other replicas' identities are unrestricted clients of the cluster */
             gw_lxd_send_error(req, 403, "not authorized");
@@ -426,16 +599,13 @@ int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller)
             subscribe(req);
         return 1;
     }
-    if (P.num == 0 || p.len < sizeof(ops) - 1 + 36 || memcmp(p.base, ops, sizeof(ops) - 1) != 0)
-        return 0;
-    const char *id = p.base + sizeof(ops) - 1, *end = p.base + p.len, *slash = memchr(id, '/', end - id);
-    peer_t *owner = owner_of(id, (slash != NULL ? slash : end) - id);
+    peer_t *owner = P.num != 0 ? owner_of(path->id.base, path->id.len) : NULL;
     if (owner == NULL)
         return 0;
     if (!gw_trust_is_client(caller)) {
         gw_lxd_send_error(req, 403, "not authorized");
         return 1;
     }
-    forward(req, caller, owner, slash != NULL && h2o_memis(slash, end - slash, H2O_STRLIT("/wait")));
+    forward(req, caller, owner, path->kind == GW_PATH_OPERATION_WAIT, path->timeout_s);
     return 1;
 }

@@ -13,15 +13,20 @@
  * and DELETE of a peer's operation are forwarded to it with the client's fingerprint in X-LXD-Gateway-Caller; the owner honours
  * that header only from a peer's identity, and it can only narrow what that (unrestricted) identity may do.
  *
- * A peer whose feed breaks (its process died) or that refuses connections is down: its operations answer 503 at
- * once, naming it, and event listeners see its running operations fail with the same words. Its own journal finishes
- * or rolls back its moves when it starts again.
+ * A busy peer is not a dead peer. A peer is down only on evidence: its port refuses connections, it answers as
+ * something that is not a replica, or it gave no sign of life (an answered probe, a frame or pong on its feed) for
+ * 60 s. Then its operations answer 503 at once, naming it, requests forwarded to it are answered so, and event
+ * listeners see its running operations fail with the same words. A timeout or a broken feed only makes it "slow": it
+ * is probed at once, and forwarded requests are tried again within the client's own bound (a wait's timeout; 60 s
+ * for GET and DELETE; a DELETE that went out is not sent twice). A feed opens with the state of all the peer's
+ * operations, so that what changed while it was broken is not lost.
  */
 #ifndef GW_PEERS_H
 #define GW_PEERS_H
 
 #include <h2o.h>
 #include "config.h"
+#include "path.h"
 #include "trust.h"
 
 #define GW_PEERS_CALLER_HEADER "x-lxd-gateway-caller" /* the client a forwarded request is for (its fingerprint) */
@@ -35,7 +40,7 @@ void gw_peers_start(void);
 const char *gw_peers_adopt_caller(h2o_req_t *req, gw_caller_t *caller);
 /* takes GET /lxd-gateway/peer, the websocket GET /lxd-gateway/events, and requests for a peer's operation (returns 1
  * and answers); 0 for anything else */
-int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller);
+int gw_peers_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
 /* calls `cb` for every peer but this replica: its name, and 1 if it answers */
 void gw_peers_foreach(void (*cb)(const char *name, int up, void *data), void *data);
 

@@ -3,14 +3,17 @@
  */
 #include <string.h>
 #include "forward.h"
+#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "members.h"
 #include "proxy.h"
 
+/* in the request's pool: it dies with the request */
 typedef struct st_pass_t {
-    h2o_req_t *req;
+    gw_hold_t hold; /* the request, until it is handed to h2o's proxy or answered, or its client leaves (on_gone) */
     const gw_identity_t *id;
+    gw_member_t *first;                        /* the member the request names in ?target=, tried first (or NULL) */
     size_t cursor;                             /* next member position to try */
     gw_member_t *member;                       /* the member being tried */
     h2o_socketpool_t *pool;                    /* its pool for `id` */
@@ -70,7 +73,7 @@ static void try_next(pass_t *p);
 
 static void forward(pass_t *p)
 {
-    h2o_req_t *req = p->req;
+    h2o_req_t *req = gw_hold_take(&p->hold); /* h2o's proxy answers it now (held: on_gone cancels a connect) */
     h2o_req_overrides_t *ov = h2o_mem_alloc_pool(&req->pool, sizeof(*ov));
     *ov = (h2o_req_overrides_t){NULL};
     ov->client_ctx = (h2o_http1client_ctx_t *)&p->id->client_ctx;
@@ -97,29 +100,36 @@ static void on_connect(h2o_socket_t *sock, const char *err, void *data)
 
 static void try_next(pass_t *p)
 {
-    if ((p->member = gw_members_next(&p->cursor)) == NULL) {
-        gw_lxd_send_error(p->req, 503, "No cluster member is reachable through the gateway");
+    if (p->first != NULL) {
+        p->member = p->first;
+        p->first = NULL;
+    } else if ((p->member = gw_members_next(&p->cursor)) == NULL) {
+        gw_lxd_send_error(gw_hold_take(&p->hold), 503, "No cluster member is reachable through the gateway");
         return;
     }
     p->pool = gw_member_pool(p->member, p->id);
-    h2o_socketpool_connect(&p->connect, p->pool, p->req->conn->ctx->loop, &p->req->conn->ctx->receivers.hostinfo_getaddr,
-                           on_connect, p);
+    h2o_context_t *ctx = gw_hold_req(&p->hold)->conn->ctx;
+    h2o_socketpool_connect(&p->connect, p->pool, ctx->loop, &ctx->receivers.hostinfo_getaddr, on_connect, p);
 }
 
-static void on_dispose(void *data)
+static void on_gone(gw_hold_t *hold)
 {
-    pass_t *p = data;
+    pass_t *p = H2O_STRUCT_FROM_MEMBER(pass_t, hold, hold);
     if (p->connect != NULL) /* the client went away while we were connecting */
         h2o_socketpool_cancel_connect(p->connect);
 }
 
 void gw_proxy_pass(h2o_req_t *req, const gw_identity_t *id)
 {
+    if (gw_forward_streamed(req, id))
+        return; /* on its way already, since its head (forward.h) */
     if (req->entity.len >= GW_FORWARD_MIN_BODY && req->upgrade.base == NULL) {
         gw_forward_pass(req, id); /* large uploads: see forward.h */
         return;
     }
-    pass_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_dispose);
-    *p = (pass_t){req, id};
+    pass_t *p = h2o_mem_alloc_pool(&req->pool, sizeof(*p));
+    *p = (pass_t){.id = id};
+    p->first = gw_members_usable(gw_lxd_query(req, "target")); /* a request for one member goes there (members.h) */
+    gw_hold_attach(&p->hold, req, on_gone);
     try_next(p);
 }

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <h2o.h>
 #include <h2o/http1.h>
+#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "relay.h"
@@ -26,18 +27,21 @@ struct st_gw_relay_t {
     json_t *ours;             /* the relay's secrets, same names */
     char *url;                /* https://<gateway>/1.0/operations/<id> */
     chan_t *chans[MAX_CHANNELS];
+    uint64_t bytes;      /* carried so far, both ways */
     h2o_linklist_t link; /* in relays */
 };
 
-/* one websocket: the target's connection to us, joined to ours to the source */
+/* one websocket: the target's connection to us, joined to ours to the source. malloc'd: it outlives the target's
+ * upgrade request (it becomes the joined pair); freed by chan_end, also when the target goes before its 101 */
 struct st_chan_t {
     gw_relay_t *relay;
-    h2o_req_t *req;            /* the target's upgrade request, until answered */
-    chan_t **holder;           /* the request pool's pointer to us (NULL once the request is gone) */
+    gw_hold_t hold;            /* the target's upgrade request, until answered (101, or an error) */
     h2o_http1client_t *client; /* our upgrade request to the source, in flight */
     h2o_iovec_t upreq;         /* its text */
     h2o_socket_t *sock[2];     /* [0] the target's, [1] the source's, once both are upgraded */
     h2o_socket_t *up;          /* the source's, before the target's is upgraded */
+    int upgrading;             /* the 101 is being written (h2o_http1_upgrade): h2o calls on_upgraded with us later */
+    int ended;                 /* chan_end came while upgrading: on_upgraded frees us */
 };
 
 static struct {
@@ -131,17 +135,22 @@ static void chan_end(chan_t *c)
     for (size_t i = 0; i != MAX_CHANNELS; ++i)
         if (r->chans[i] == c)
             r->chans[i] = NULL;
-    if (c->holder != NULL)
-        *c->holder = NULL;
+    h2o_req_t *req = gw_hold_take(&c->hold);
     if (c->client != NULL)
         h2o_http1client_cancel(c->client);
-    if (c->req != NULL)
-        gw_lxd_send_error(c->req, 502, "The migration source is gone");
+    if (req != NULL)
+        gw_lxd_send_error(req, 502, "The migration source is gone");
     if (c->up != NULL)
         h2o_socket_close(c->up);
+    c->up = NULL;
     for (size_t i = 0; i != 2; ++i)
         if (c->sock[i] != NULL)
             h2o_socket_close(c->sock[i]);
+    c->relay = NULL;
+    if (c->upgrading) { /* (a cancel while the 101 goes out: h2o still owns a pointer to us) */
+        c->ended = 1;
+        return;
+    }
     free(c->upreq.base);
     free(c);
 }
@@ -170,6 +179,7 @@ static void pipe_on_read(h2o_socket_t *sock, const char *err)
     if (sock->input->size == 0)
         return;
     h2o_socket_read_stop(sock); /* until its bytes are written to the other side */
+    c->relay->bytes += sock->input->size;
     h2o_iovec_t buf = h2o_iovec_init(sock->input->bytes, sock->input->size);
     h2o_socket_write(sock == c->sock[0] ? c->sock[1] : c->sock[0], &buf, 1, pipe_on_written);
 }
@@ -178,7 +188,14 @@ static void pipe_on_read(h2o_socket_t *sock, const char *err)
 static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
 {
     chan_t *c = data;
-    c->req = NULL;
+    c->upgrading = 0;
+    if (c->ended) { /* the relay was closed meanwhile (a cancel) */
+        if (sock != NULL)
+            h2o_socket_close(sock);
+        free(c->upreq.base);
+        free(c);
+        return;
+    }
     if (sock == NULL) {
         chan_end(c);
         return;
@@ -202,19 +219,16 @@ static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char 
     chan_t *c = client->data;
     (void)minor_version, (void)msg;
     c->client = NULL;
-    if (status != 101 || c->req == NULL) {
-        if (c->req != NULL) {
-            h2o_req_t *req = c->req;
-            c->req = NULL;
+    h2o_req_t *req = gw_hold_take(&c->hold); /* answered here, one way or the other (held: see on_target_gone) */
+    if (status != 101 || req == NULL) {
+        if (req != NULL)
             gw_lxd_send_error(req, status >= 400 ? status : 502, "The migration source refused the connection: %s",
                               errstr != NULL ? errstr : "not upgraded");
-        }
         chan_end(c);
         return NULL;
     }
     /* our key was the target's: the source's accept value is the one the target expects. Copied before the socket
      * is taken over: the headers point into its input buffer, which consuming the head may free */
-    h2o_req_t *req = c->req;
     h2o_iovec_t accept = h2o_strdup(&req->pool, "", 0);
     for (size_t i = 0; i != num_headers; ++i)
         if (h2o_lcstris(headers[i].name->base, headers[i].name->len, H2O_STRLIT("sec-websocket-accept")))
@@ -226,6 +240,7 @@ static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char 
     req->res.reason = "Switching Protocols";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept.base, accept.len);
+    c->upgrading = 1;
     h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
     return NULL;
 }
@@ -245,13 +260,10 @@ static h2o_http1client_head_cb on_up_connect(h2o_http1client_t *client, const ch
     return on_up_head;
 }
 
-static void on_req_dispose(void *data)
+/* the target left before its upgrade was answered: our connection to the source goes too */
+static void on_target_gone(gw_hold_t *hold)
 {
-    chan_t *c = *(chan_t **)data;
-    if (c != NULL) {
-        c->req = NULL;
-        c->holder = NULL;
-    }
+    chan_end(H2O_STRUCT_FROM_MEMBER(chan_t, hold, hold));
 }
 
 /* the secret's name in `r` ("control", "fs"), or NULL */
@@ -268,18 +280,15 @@ static const char *secret_name(gw_relay_t *r, const char *secret)
     return found;
 }
 
-int gw_relay_handle(h2o_req_t *req)
+int gw_relay_handle(h2o_req_t *req, const struct st_gw_caller_t *caller, const gw_path_t *path)
 {
-    static const char prefix[] = "/1.0/operations/", suffix[] = "/websocket";
-    h2o_iovec_t p = req->path_normalized;
-    if (h2o_linklist_is_empty(&R.relays) || p.len != sizeof(prefix) - 1 + 36 + sizeof(suffix) - 1 ||
-        memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
-        memcmp(p.base + p.len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) != 0)
+    (void)caller; /* the secret is the authority, as in LXD */
+    if (h2o_linklist_is_empty(&R.relays) || path->id.len != 36)
         return 0;
     gw_relay_t *r = NULL;
     for (h2o_linklist_t *l = R.relays.next; l != &R.relays && r == NULL; l = l->next) {
         gw_relay_t *x = H2O_STRUCT_FROM_MEMBER(gw_relay_t, link, l);
-        if (memcmp(x->id, p.base + sizeof(prefix) - 1, 36) == 0)
+        if (memcmp(x->id, path->id.base, 36) == 0)
             r = x;
     }
     if (r == NULL)
@@ -296,14 +305,13 @@ int gw_relay_handle(h2o_req_t *req)
     chan_t *c = calloc(1, sizeof(*c));
     c->relay = r;
     r->chans[slot] = c;
-    c->req = req;
-    c->holder = h2o_mem_alloc_shared(&req->pool, sizeof(*c->holder), on_req_dispose);
-    *c->holder = c;
-    char *path;
-    if (asprintf(&path, "/1.0/operations/%s/websocket?secret=%s", r->op, json_string_value(json_object_get(r->secrets, name))) < 0)
+    gw_hold_attach(&c->hold, req, on_target_gone);
+    char *src_path;
+    if (asprintf(&src_path, "/1.0/operations/%s/websocket?secret=%s", r->op, json_string_value(json_object_get(r->secrets, name))) <
+        0)
         abort();
-    c->upreq = gw_wsclient_upgrade_request(path, r->src->authority, req->headers.entries[key].value);
-    free(path);
+    c->upreq = gw_wsclient_upgrade_request(src_path, r->src->authority, req->headers.entries[key].value);
+    free(src_path);
     h2o_url_t url;
     h2o_url_parse(r->src->url, SIZE_MAX, &url);
     gw_member_note(req, r->src);
@@ -323,4 +331,9 @@ void gw_relay_close(gw_relay_t *r)
     json_decref(r->secrets);
     json_decref(r->ours);
     free(r);
+}
+
+uint64_t gw_relay_bytes(const gw_relay_t *r)
+{
+    return r->bytes;
 }

@@ -15,6 +15,9 @@
 #include <h2o.h>
 #include "config.h"
 #include "members.h"
+#include "path.h"
+
+struct st_gw_caller_t; /* trust.h (a floor up): the relay does not look at the caller */
 
 typedef struct st_gw_relay_t gw_relay_t;
 
@@ -35,8 +38,10 @@ json_t *gw_relay_secrets(gw_relay_t *r);
 const char *gw_relay_certificate(void);
 /* breaks every connection of the relay and frees it */
 void gw_relay_close(gw_relay_t *r);
+/* bytes carried through it so far, both ways (a transfer that moves is making progress) */
+uint64_t gw_relay_bytes(const gw_relay_t *r);
 
 /* takes a target's GET /1.0/operations/<relay id>/websocket?secret=.. (returns 1); 0 for anything else */
-int gw_relay_handle(h2o_req_t *req);
+int gw_relay_handle(h2o_req_t *req, const struct st_gw_caller_t *caller, const gw_path_t *path);
 
 #endif

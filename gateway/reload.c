@@ -23,8 +23,11 @@ static FILE *reopen(FILE *old, const char *path, FILE *dflt)
 const char *gw_logs_open(const gw_config_t *conf)
 {
     FILE *fp;
+    gw_log_flush(); /* the lines buffered so far go to the file they were written for */
     if ((fp = reopen(gw_log_access_fp, conf->access_log, stdout)) == NULL)
         return "log.access: cannot open the file";
+    if (fp != gw_log_access_fp && (fp != stdout || gw_log_access_fp == NULL))
+        gw_log_buffer(fp); /* a file just opened, or stdout before its first line */
     gw_log_access_fp = fp;
     char audit[4096];
     snprintf(audit, sizeof(audit), "%s/audit.log", conf->state_dir);
@@ -72,6 +75,7 @@ static void needs_restart(const gw_config_t *o, const gw_config_t *n, char *out,
         {"cluster.members", same_list(o->members, o->num_members, n->members, n->num_members)},
         {"cluster.certificate", same_str(o->cluster_certificate, n->cluster_certificate)},
         {"cluster.health_interval", o->health_interval_ms == n->health_interval_ms},
+        {"cluster.server_cache_ttl", o->server_cache_ttl_ms == n->server_cache_ttl_ms},
         {"identity.certificate", same_str(o->identity_certificate, n->identity_certificate)},
         {"identity.key", same_str(o->identity_key, n->identity_key)},
         {"identity.trust_refresh", o->trust_refresh_ms == n->trust_refresh_ms},

@@ -7,13 +7,18 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include "api10.h"
+#include "ended.h"
 #include "enroll.h"
 #include "eventstream.h"
+#include "forward.h"
 #include "log.h"
 #include "plugin.h"
 #include "lxd.h"
 #include "metrics.h"
+#include "metrics_page.h"
 #include "operations.h"
+#include "path.h"
+#include "oplist.h"
 #include "peers.h"
 #include "proxy.h"
 #include "relay.h"
@@ -24,6 +29,7 @@
 #include "tls.h"
 #include "tokens.h"
 #include "trust.h"
+#include "upload.h"
 
 static void remember(h2o_req_t *req, const char *key, size_t key_len, const char *value)
 {
@@ -66,6 +72,94 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* a single-call capability the cluster lacks (plugins/): each plugin's `claims` looks at the request itself */
+static int plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
+{
+    (void)path;
+    if (gw_upload_of(req) != NULL)
+        return 0; /* streamed since its head (offer_upload): req->entity is only its last bytes, and passes through */
+    return gw_plugins_dispatch(req, caller);
+}
+
+#define ANY_PATH (GW_PATHS(GW_PATH_NUM) - 1)
+
+/* a write (not GET or HEAD) to /1.0/certificates/<fp>: its answer waits for the trust mirror (trust.h); passes through */
+static int trust_write(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
+{
+    (void)caller, (void)path;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        gw_trust_reread_before_answer(req);
+    return 0;
+}
+
+/* who answers what, in this order: the first row whose path kinds and method match, and whose handler takes the
+ * request, answers it. What no row takes passes through unchanged. */
+const gw_route_t gw_routes[] = {
+    {GW_PATHS(GW_PATH_CERTIFICATE), NULL, gw_shadow_guard,
+     "a restricted caller's write to one of the gateway's own trust entries: refused"},
+    {GW_PATHS(GW_PATH_CERTIFICATE), NULL, trust_write,
+     "any other write to a trust entry: passes through, answered once the trust mirror has read the store again"},
+    {GW_PATHS(GW_PATH_OPERATION_WEBSOCKET), NULL, gw_relay_handle,
+     "a member pulling a migration through the gateway's relay (a relay id; its secret is the authority, as in LXD)"},
+    {GW_PATHS(GW_PATH_CERTIFICATES), "POST", gw_enroll_handle, "enrolment: the caller's own certificate put into the body"},
+    {GW_PATHS_OPERATION_ID, NULL, gw_ops_handle, "the gateway's own operations: GET, /wait, DELETE"},
+    {GW_PATHS(GW_PATH_OPERATIONS), "GET", gw_oplist_handle, "the cluster's operation list, with the gateway's own merged in"},
+    {GW_PATHS(GW_PATH_PEER) | GW_PATHS(GW_PATH_PEER_EVENTS) | GW_PATHS_OPERATION_ID, NULL, gw_peers_handle,
+     "other replicas: their description, their events, and their operations (forwarded to the owner)"},
+    {GW_PATHS(GW_PATH_EVENTS), NULL, gw_eventstream_handle, "a trusted caller's event stream, with the gateway's events in it"},
+    {GW_PATHS(GW_PATH_SERVER), "GET", gw_api10_handle,
+     "the server's description as the caller must see it (extensions), from a cache"},
+    {GW_PATHS(GW_PATH_SERVER), NULL, gw_api10_write, "a change of the server's configuration: drops that cache, passes through"},
+    {GW_PATHS(GW_PATH_OPERATION) | GW_PATHS(GW_PATH_OPERATION_WAIT), "GET", gw_ended_handle,
+     "a task operation that ended after LXD forgot it (the outcome its member's stream showed)"},
+    {GW_PATHS(GW_PATH_OPERATIONS) | GW_PATHS(GW_PATH_OPERATION), "GET", gw_tokens_handle,
+     "token operations as the caller must see them"},
+    {ANY_PATH, NULL, plugins_dispatch, "a single-call copy or move the cluster lacks (plugins/)"},
+    {0, NULL, NULL, NULL},
+};
+
+/* a request whose body h2o is still reading (upload.h): from its head alone, would the flow above pass it through
+ * unchanged, for a trusted caller whose identity is ready? Then it is sent on as its body comes (forward.h). Anything
+ * else (a JSON body, which a plugin may read; a route that may take it; a caller still to be decided; a body shorter
+ * than GW_FORWARD_MIN_BODY) is read whole, as before */
+static void offer_upload(h2o_req_t *req)
+{
+    /* what h2o sets before it calls the handler, the same way (request.c, setup_before_processing) */
+    req->scheme = req->input.scheme;
+    req->method = req->input.method;
+    req->authority = req->input.authority;
+    req->path = req->input.path;
+    req->path_normalized =
+        h2o_url_normalize_path(&req->pool, req->input.path.base, req->input.path.len, &req->query_at, &req->norm_indexes);
+    if (req->upgrade.base != NULL || !(h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) ||
+                                       h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT"))))
+        return;
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if ((ct != -1 &&
+         h2o_strstr(req->headers.entries[ct].value.base, req->headers.entries[ct].value.len, H2O_STRLIT("json")) != SIZE_MAX) ||
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT(GW_PEERS_CALLER_HEADER), -1) != -1)
+        return;
+    gw_caller_t *caller = h2o_mem_alloc_pool(&req->pool, sizeof(*caller));
+    gw_trust_identify(req, caller);
+    if (!gw_trust_is_client(caller) || gw_proxy_sanitize(req) != NULL)
+        return;
+    gw_path_t path;
+    gw_path_parse(req, &path);
+    for (const gw_route_t *r = gw_routes; r->handle != NULL; ++r)
+        if (r->handle != plugins_dispatch && gw_route_matches(r, req, &path))
+            return;
+    const gw_identity_t *id = gw_shadow_now(caller);
+    if (id != NULL)
+        gw_forward_stream(req, id);
+}
+
+int gw_route_matches(const gw_route_t *route, h2o_req_t *req, const gw_path_t *path)
+{
+    return (route->paths & GW_PATHS(path->kind)) != 0 &&
+           (route->method == NULL || h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)));
+}
+
 static void on_identity(h2o_req_t *req, gw_caller_t *caller)
 {
     if (caller->identity == NULL) {
@@ -74,26 +168,12 @@ static void on_identity(h2o_req_t *req, gw_caller_t *caller)
     }
     remember(req, H2O_STRLIT("gw.identity"), caller->identity->name);
 
-    /* the gateway's own trust entries are not a restricted caller's to change (LXD would see the shadow's certificate) */
-    if (gw_shadow_guard(req, caller))
-        return;
-    /* a member pulling a migration through the gateway (the secret is its authority, as in LXD) */
-    if (gw_relay_handle(req))
-        return;
-    /* enrolment needs the caller's own certificate in the body (the member only sees the gateway's) */
-    if (gw_enroll_handle(req, caller))
-        return;
-    /* the gateway's own operations (and the cluster's list with them merged in), other replicas' (forwarded to their
-     * owner), and event streams with their events */
-    if (gw_ops_handle(req, caller) || gw_peers_handle(req, caller) || gw_eventstream_handle(req, caller))
-        return;
-    /* the server's description, and token operations, as the caller must see them */
-    if (gw_api10_handle(req, caller) || gw_tokens_handle(req, caller))
-        return;
-
-    /* a plugin claims it (single-call copy/move), or it passes through unchanged */
-    if (gw_plugins_dispatch(req, caller))
-        return;
+    /* which handler takes it, by the route table; or it passes through unchanged */
+    gw_path_t path;
+    gw_path_parse(req, &path);
+    for (const gw_route_t *r = gw_routes; r->handle != NULL; ++r)
+        if (gw_route_matches(r, req, &path) && r->handle(req, caller, &path))
+            return;
     gw_proxy_pass(req, caller->identity);
 }
 
@@ -191,7 +271,7 @@ static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
         h2o_send_error_generic(req, 405, "Method Not Allowed", "GET /metrics", 0);
         return 0;
     }
-    char *text = gw_metrics_text();
+    char *text = gw_metrics_page_text();
     h2o_iovec_t body = h2o_strdup(&req->pool, text, SIZE_MAX);
     free(text);
     req->res.status = 200;
@@ -234,6 +314,8 @@ const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop
     srv->metrics_accept.hosts = srv->metrics_hosts;
     if ((srv->accept.ssl_ctx = gw_tls_server_ctx(conf->tls_certificate, conf->tls_key, &err)) == NULL)
         return err;
+    /* trusted callers' connections only (the untrusted send small bodies; the metrics listener none) */
+    gw_upload_init(&srv->ctx, srv->hosts, GW_FORWARD_MIN_BODY, offer_upload);
     return NULL;
 }
 
@@ -266,9 +348,7 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
         return;
     }
     /* who is calling is known now, before any request is read: only a trusted client may send a large body */
-    X509 *cert = gw_tls_socket_peer_cert(sock);
-    gw_trust_kind_t kind = gw_trust_kind_of(cert);
-    X509_free(cert);
+    gw_trust_kind_t kind = gw_trust_kind_of(gw_tls_socket_peer(sock)); /* (the fingerprint is kept for its requests) */
     h2o_accept_ctx_t *ctx = kind == GW_TRUST_CLIENT || kind == GW_TRUST_RESTRICTED ? &srv->accept : &srv->accept_untrusted;
     h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
     for (const h2o_iovec_t *ident = h2o_http2_alpn_protocols; ident->len != 0; ++ident) {

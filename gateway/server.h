@@ -8,6 +8,8 @@
 
 #include <h2o.h>
 #include "config.h"
+#include "path.h"
+#include "trust.h"
 
 typedef struct st_gw_server_t {
     h2o_globalconf_t h2o;                        /* h2o's configuration: one host, one path ("/"), our handler and logger */
@@ -25,6 +27,21 @@ typedef struct st_gw_server_t {
     h2o_accept_ctx_t metrics_accept;  /* plain HTTP, metrics_hosts */
     h2o_socket_t *metrics_listener;   /* `metrics.listen`, or NULL */
 } gw_server_t;
+
+/* one row of the route table (server.c): which handler is asked for which requests, in order */
+typedef struct st_gw_route_t {
+    unsigned paths;     /* GW_PATHS() of the path kinds (path.h) the row is asked for */
+    const char *method; /* the method it is asked for; NULL: any */
+    /* 1: it took the request (answers it, now or later); 0: not its own after all (an id it does not own, a caller it
+     * leaves to LXD): the next row is asked */
+    int (*handle)(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
+    const char *takes; /* what it takes of them, for the reader */
+} gw_route_t;
+
+/* the table, in order, ended by a row whose `handle` is NULL; what no row takes passes through unchanged */
+extern const gw_route_t gw_routes[];
+/* `route` is asked for `req`, whose path is `path` */
+int gw_route_matches(const gw_route_t *route, h2o_req_t *req, const gw_path_t *path);
 
 /* builds the h2o configuration; call before gw_server_listen. Each TLS connection is bound, once its handshake has
  * ended, to `accept` or `accept_untrusted` by what the trust store says of its client certificate then, so that

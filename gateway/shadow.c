@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <openssl/sha.h>
 #include "backend.h"
+#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "members.h"
@@ -38,9 +39,10 @@ typedef struct st_shadow_t {
     const char *removal;     /* why its entry is being deleted (the log line once it is gone) */
 } shadow_t;
 
+/* a request that waits for its shadow identity; in the request's pool: it dies with the request */
 typedef struct st_waiter_t {
-    h2o_linklist_t link;
-    h2o_req_t *req;
+    gw_hold_t hold;      /* the request, until it goes on (wake) or its client leaves (on_waiter_gone) */
+    h2o_linklist_t link; /* in shadow_t.waiters until then */
     gw_caller_t *caller;
     gw_shadow_ready_cb ready;
 } waiter_t;
@@ -175,8 +177,9 @@ static void wake(shadow_t *sh, int ok)
     while (!h2o_linklist_is_empty(&sh->waiters)) {
         waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, link, sh->waiters.next);
         h2o_linklist_unlink(&w->link);
+        h2o_req_t *req = gw_hold_take(&w->hold); /* (held: on_waiter_gone unlinks a waiter whose client left) */
         w->caller->identity = ok ? &sh->super : NULL;
-        w->ready(w->req, w->caller);
+        w->ready(req, w->caller);
     }
 }
 
@@ -197,8 +200,9 @@ static char *entry_path(const char *fingerprint)
     return gw_text_dupf("/1.0/certificates/%s", fingerprint);
 }
 
-static void on_updated(void *data, const char *err, long status, json_t *json)
+static void on_updated(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    (void)call;
     shadow_t *sh = data;
     sh->busy = 0;
     int ok = err == NULL && status / 100 == 2;
@@ -220,10 +224,10 @@ static void put_entry(shadow_t *sh, gw_call_cb done)
     free(body);
     free(path);
     if (c == NULL)
-        done(sh, "No cluster member is reachable", 0, NULL);
+        done(sh, "No cluster member is reachable", 0, NULL, NULL);
 }
 
-static void on_created(void *data, const char *err, long status, json_t *json)
+static void on_created(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     shadow_t *sh = data;
     const char *msg = json_string_value(json_object_get(json, "error"));
@@ -231,7 +235,7 @@ static void on_created(void *data, const char *err, long status, json_t *json)
         put_entry(sh, on_updated); /* left from an earlier run, perhaps with other settings */
         return;
     }
-    on_updated(data, err, status, json);
+    on_updated(data, err, status, json, call);
 }
 
 static void create(shadow_t *sh)
@@ -242,14 +246,12 @@ static void create(shadow_t *sh)
     gw_mcall_t *c = gw_members_call(&gw_identities[GW_IDENTITY_GATEWAY], "POST", "/1.0/certificates", body, 10000, on_created, sh);
     free(body);
     if (c == NULL)
-        on_updated(sh, "No cluster member is reachable", 0, NULL);
+        on_updated(sh, "No cluster member is reachable", 0, NULL, NULL);
 }
 
-static void on_waiter_dispose(void *data)
+static void on_waiter_gone(gw_hold_t *hold)
 {
-    waiter_t *w = data;
-    if (h2o_linklist_is_linked(&w->link))
-        h2o_linklist_unlink(&w->link);
+    h2o_linklist_unlink(&H2O_STRUCT_FROM_MEMBER(waiter_t, hold, hold)->link);
 }
 
 static int is_metrics_path(h2o_req_t *req)
@@ -296,11 +298,23 @@ void gw_shadow_choose(h2o_req_t *req, gw_caller_t *caller, gw_shadow_ready_cb re
         ready(req, caller);
         return;
     }
-    waiter_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), on_waiter_dispose);
-    *w = (waiter_t){{NULL}, req, caller, ready};
+    waiter_t *w = h2o_mem_alloc_pool(&req->pool, sizeof(*w));
+    *w = (waiter_t){.caller = caller, .ready = ready};
+    gw_hold_attach(&w->hold, req, on_waiter_gone);
     h2o_linklist_insert(&sh->waiters, &w->link);
     if (sh->state == S_ABSENT)
         create(sh);
+}
+
+const gw_identity_t *gw_shadow_now(const gw_caller_t *caller)
+{
+    if (caller->kind == GW_TRUST_CLIENT)
+        return &gw_identities[GW_IDENTITY_GATEWAY];
+    shadow_t *sh = caller->kind == GW_TRUST_RESTRICTED ? get(GW_TRUST_RESTRICTED, caller->projects) : NULL;
+    if (sh == NULL || sh->state != S_READY)
+        return NULL;
+    sh->unneeded_since = 0; /* needed, as by gw_shadow_choose */
+    return &sh->super;
 }
 
 /* ---- the gateway's own entries are not the caller's ---- */
@@ -371,20 +385,13 @@ static const char *lxd_refusal(h2o_req_t *req, const guard_t *g, int *status)
     return msg;
 }
 
-int gw_shadow_guard(h2o_req_t *req, const gw_caller_t *caller)
+int gw_shadow_guard(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
 {
-    static const char prefix[] = "/1.0/certificates/";
-    h2o_iovec_t p = req->path_normalized;
     if (caller->kind == GW_TRUST_CLIENT || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
-        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) || p.len <= sizeof(prefix) - 1 ||
-        memcmp(p.base, prefix, sizeof(prefix) - 1) != 0)
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         return 0;
-    /* path_normalized is percent-decoded as LXD's router decodes it; a query is not part of it */
-    h2o_iovec_t seg = h2o_iovec_init(p.base + sizeof(prefix) - 1, p.len - (sizeof(prefix) - 1));
-    const char *slash = memchr(seg.base, '/', seg.len);
-    if (slash != NULL)
-        seg.len = slash - seg.base;
-    char *fp = h2o_strdup(&req->pool, seg.base, seg.len).base;
+    /* (the path is percent-decoded as LXD's router decodes it; a query is not part of it) */
+    char *fp = h2o_strdup(&req->pool, path->id.base, path->id.len).base;
     /* anything but hex digits could be a LIKE pattern (LXD matches `a_c%` against every fingerprint): never forwarded */
     int ours = fp[strspn(fp, "0123456789abcdefABCDEF")] != '\0' || (*fp != '\0' && names(fp, S.identity));
     for (size_t i = 0; !ours && *fp != '\0' && i != S.num; ++i)
@@ -446,8 +453,9 @@ static void visit(const gw_trust_entry_t *e, void *data)
         n->needed = 1;
 }
 
-static void on_deleted(void *data, const char *err, long status, json_t *json)
+static void on_deleted(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    (void)call;
     shadow_t *sh = data;
     sh->busy = 0;
     if (err != NULL || (status / 100 != 2 && status != 404)) {
@@ -472,12 +480,12 @@ static void delete_entry(shadow_t *sh, const char *why)
 }
 
 /* a drifted entry could not be repaired: delete it, so that nobody borrows it with settings the gateway did not give */
-static void on_repaired(void *data, const char *err, long status, json_t *json)
+static void on_repaired(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
     shadow_t *sh = data;
     if (err == NULL && status / 100 == 2) {
         gw_log(GW_LOG_WARN, "shadow identity repaired", "shadow", sh->super.name, NULL);
-        on_updated(sh, err, status, json);
+        on_updated(sh, err, status, json, call);
         return;
     }
     gw_log(GW_LOG_ERROR, "shadow identity could not be repaired; deleting it", "shadow", sh->super.name, "err",
@@ -499,8 +507,9 @@ static void repair(shadow_t *sh)
     put_entry(sh, on_repaired);
 }
 
-static void on_stale_deleted(void *data, const char *err, long status, json_t *json)
+static void on_stale_deleted(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    (void)call;
     stale_t *st = data;
     (void)json;
     st->busy = 0;

@@ -18,6 +18,7 @@
 #define GW_SHADOW_H
 
 #include <h2o.h>
+#include "path.h"
 #include "trust.h"
 
 /* called once the identity of a request is known: caller->identity is set, or NULL when it could not be made */
@@ -28,8 +29,11 @@ typedef void (*gw_shadow_ready_cb)(h2o_req_t *req, gw_caller_t *caller);
 void gw_shadow_init(const char *state_dir, const char *identity_fingerprint);
 /* chooses caller->identity for `req`; calls `ready` now, or later when a shadow had to be created first */
 void gw_shadow_choose(h2o_req_t *req, gw_caller_t *caller, gw_shadow_ready_cb ready);
+/* the identity gw_shadow_choose would choose for a trusted caller (client or restricted) when it needs nothing made
+ * first; NULL otherwise (and for any other caller) */
+const gw_identity_t *gw_shadow_now(const gw_caller_t *caller);
 /* a write to /1.0/certificates/<fingerprint> by a caller that is not an unrestricted client, aimed at one of the
  * gateway's own trust entries: refused (403, as LXD refuses a non-admin); returns 1 when it answered */
-int gw_shadow_guard(h2o_req_t *req, const gw_caller_t *caller);
+int gw_shadow_guard(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
 
 #endif

@@ -58,17 +58,9 @@ static void rewrite(h2o_req_t *req, json_t *answer, long status, const gw_caller
         gw_tokens_rewrite(answer);
 }
 
-int gw_tokens_handle(h2o_req_t *req, const gw_caller_t *caller)
+int gw_tokens_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path)
 {
-    static const char prefix[] = "/1.0/operations";
-    h2o_iovec_t p = req->path_normalized;
-    size_t len = sizeof(prefix) - 1;
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) || p.len < len || memcmp(p.base, prefix, len) != 0)
-        return 0;
-    /* the list, or one operation: not .../wait (a long poll) nor .../websocket, which pass through */
-    const char *rest = p.base + len, *end = p.base + p.len;
-    if (rest != end && !(*rest == '/' && memchr(rest + 1, '/', end - rest - 1) == NULL))
-        return 0;
+    (void)path; /* the list, or one operation: not .../wait (a long poll) nor .../websocket, which pass through */
     gw_rewrite_pass(req, caller, rewrite);
     return 1;
 }

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <h2o.h>
 #include "config.h"
+#include "path.h"
 #include "trust.h"
 
 /* remembers what tokens must name: the public addresses and the fingerprint of the server certificate */
@@ -20,6 +21,6 @@ void gw_tokens_init(const gw_config_t *conf, const char *server_fingerprint);
 /* rewrites every token operation inside an LXD answer (an operation, a list of them, or lists by status) */
 void gw_tokens_rewrite(json_t *answer);
 /* takes GET /1.0/operations and GET /1.0/operations/<id> (returns 1, and answers); 0 for anything else */
-int gw_tokens_handle(h2o_req_t *req, const gw_caller_t *caller);
+int gw_tokens_handle(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);
 
 #endif

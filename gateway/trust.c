@@ -2,8 +2,10 @@
  * trust.c: trust-store mirror and caller identification (see trust.h).
  */
 #include <string.h>
+#include <time.h>
 #include "backend.h"
 #include "events.h"
+#include "hold.h"
 #include "log.h"
 #include "members.h"
 #include "trust.h"
@@ -83,8 +85,9 @@ static void free_entries(entry_t *entries, size_t num)
     free(entries);
 }
 
-static void on_certificates(void *data, const char *err, long status, json_t *json)
+static void on_certificates(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    (void)call;
     (void)data;
     T.call = NULL;
     json_t *list = json_object_get(json, "metadata");
@@ -225,10 +228,11 @@ uint64_t gw_trust_age_ms(void)
 }
 
 /* LXD (CheckTrustState): a certificate before its notBefore or after its notAfter is not trusted, whatever the trust
- * store holds */
-static int in_validity_period(X509 *cert)
+ * store holds (the bounds were read once for the connection; the clock is read for each request) */
+static int in_validity_period(const gw_tls_peer_t *peer)
 {
-    return X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 && X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
+    int64_t now = (int64_t)time(NULL);
+    return peer->not_before <= now && now < peer->not_after;
 }
 
 static const entry_t *lookup(const char *fingerprint)
@@ -240,31 +244,29 @@ static const entry_t *lookup(const char *fingerprint)
     return bsearch(&key, T.entries, T.num, sizeof(*T.entries), cmp_entry);
 }
 
-gw_trust_kind_t gw_trust_kind_of(X509 *cert)
+gw_trust_kind_t gw_trust_kind_of(const gw_tls_peer_t *peer)
 {
-    char fp[GW_FINGERPRINT_LEN + 1];
     const entry_t *found;
-    if (cert == NULL || !in_validity_period(cert))
+    if (peer == NULL || !in_validity_period(peer))
         return GW_TRUST_NONE;
-    gw_tls_fingerprint(cert, fp);
-    return (found = lookup(fp)) != NULL ? found->kind : GW_TRUST_NONE;
+    return (found = lookup(peer->fingerprint)) != NULL ? found->kind : GW_TRUST_NONE;
 }
 
 void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller)
 {
     *caller = (gw_caller_t){{0}};
     caller->kind = GW_TRUST_NONE;
-    X509 *cert = gw_tls_peer_cert(req);
-    if (cert == NULL)
+    const gw_tls_peer_t *peer = gw_tls_peer(req); /* the connection's: its fingerprint was computed once */
+    if (peer == NULL)
         return;
-    /* the certificate lives as long as the request: POST /1.0/certificates may need it */
+    /* the certificate lives as long as the request (POST /1.0/certificates may need it), which may outlive the
+     * connection: a reference of the request's own */
     X509 **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), free_cert);
-    *holder = cert;
-    char fp[GW_FINGERPRINT_LEN + 1];
-    gw_tls_fingerprint(cert, fp);
-    gw_trust_lookup(req, fp, caller);
-    caller->cert = cert;
-    if (!in_validity_period(cert)) { /* still the caller's certificate: an enrolment of it is refused by LXD itself */
+    X509_up_ref(peer->cert);
+    *holder = peer->cert;
+    gw_trust_lookup(req, peer->fingerprint, caller);
+    caller->cert = peer->cert;
+    if (!in_validity_period(peer)) { /* still the caller's certificate: an enrolment of it is refused by LXD itself */
         caller->kind = GW_TRUST_NONE;
         caller->projects = NULL;
     }
@@ -285,4 +287,80 @@ void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *calle
         caller->kind = found->kind;
         caller->projects = gw_projects_ref_in_pool(&req->pool, found->projects);
     }
+}
+
+/*
+ * A write to the trust store that passes through (PUT, PATCH, DELETE of /1.0/certificates/<fp>): its answer is held
+ * until a read of the store that began after the member answered has ended, as enroll.c does for additions. Then the
+ * client's next request is judged by the store it just changed (a certificate it restricted maps to a shadow at once,
+ * one it removed is untrusted at once), rather than by the copy from before, for the few milliseconds the event and
+ * the read would otherwise take. A prefilter sees the answer start (status known, nothing sent yet); an output stream
+ * keeps what the member's answer brings until the read ended, as h2o's throttle_resp keeps its buffers.
+ */
+typedef struct st_after_write_t after_write_t;
+
+typedef struct st_held_answer_t {
+    h2o_ostream_t super;
+    after_write_t *wait; /* the read awaited, until it ended; NULL after */
+    h2o_iovec_t *bufs;   /* what was sent meanwhile (the generator keeps it valid: it proceeds only when we send) */
+    size_t bufcnt;
+    h2o_send_state_t state;
+    int kept; /* bufs holds a send */
+} held_answer_t;
+
+struct st_after_write_t {
+    gw_hold_t hold; /* the request (its client may go while the read runs) */
+    held_answer_t *os;
+};
+
+static void after_write_read(void *data)
+{
+    after_write_t *w = data;
+    h2o_req_t *req = gw_hold_take(&w->hold);
+    held_answer_t *os = w->os;
+    free(w);
+    if (req == NULL)
+        return; /* the client went: the request and its streams are gone */
+    os->wait = NULL;
+    if (os->kept) {
+        os->kept = 0;
+        h2o_ostream_send_next(&os->super, req, os->bufs, os->bufcnt, os->state);
+    }
+}
+
+static void held_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    held_answer_t *os = (held_answer_t *)self;
+    if (os->wait == NULL) {
+        h2o_ostream_send_next(self, req, bufs, bufcnt, state);
+        return;
+    }
+    os->bufs = h2o_mem_alloc_pool(&req->pool, sizeof(*bufs) * (bufcnt + 1));
+    memcpy(os->bufs, bufs, sizeof(*bufs) * bufcnt);
+    os->bufcnt = bufcnt;
+    os->state = state;
+    os->kept = 1;
+}
+
+static void after_write_setup(h2o_req_prefilter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    if (req->res.status / 100 == 2) { /* a refused write changed nothing */
+        held_answer_t *os = (held_answer_t *)h2o_add_ostream(req, sizeof(*os), slot);
+        os->super.do_send = held_send;
+        os->bufs = NULL;
+        os->bufcnt = 0;
+        os->kept = 0;
+        after_write_t *w = calloc(1, sizeof(*w));
+        w->os = os;
+        os->wait = w;
+        gw_hold_attach(&w->hold, req, NULL);
+        slot = &os->super.next;
+        gw_trust_refresh_now(after_write_read, w); /* (may end at once: then nothing is held) */
+    }
+    h2o_setup_next_prefilter(self, req, slot);
+}
+
+void gw_trust_reread_before_answer(h2o_req_t *req)
+{
+    h2o_add_prefilter(req, sizeof(h2o_req_prefilter_t))->on_setup_ostream = after_write_setup;
 }

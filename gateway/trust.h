@@ -52,15 +52,18 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
 /* fills `caller` (but its identity and certificate) for the certificate of `fingerprint` (a caller another replica
  * forwards) */
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller);
-/* what the trust store (and the validity period) makes of `cert`, as gw_trust_identify decides it; for a connection
- * whose handshake just ended (NULL: GW_TRUST_NONE) */
-gw_trust_kind_t gw_trust_kind_of(X509 *cert);
+/* what the trust store (and the validity period) makes of the certificate `peer`, as gw_trust_identify decides it; for
+ * a connection whose handshake just ended (NULL: GW_TRUST_NONE) */
+gw_trust_kind_t gw_trust_kind_of(const gw_tls_peer_t *peer);
 /* `caller` is a client the cluster trusts, restricted or not (who may use operations, events and volumes) */
 int gw_trust_is_client(const gw_caller_t *caller);
 /* calls `cb` for every entry of the current copy */
 void gw_trust_foreach(gw_trust_visit_cb cb, void *data);
 /* reads the trust store now; `done(data)` runs once that read ended (whatever its result) */
 void gw_trust_refresh_now(void (*done)(void *data), void *data);
+/* the answer to `req` (a write to the trust store passing through) is sent only once the trust store was read again
+ * after the member answered it (a 2xx answer; others are sent as they come) */
+void gw_trust_reread_before_answer(h2o_req_t *req);
 /* `cb` runs after every successful read of the trust store (one hook) */
 void gw_trust_on_refresh(void (*cb)(void));
 /* h2o_now() when the read that made the current copy was sent: a change made after it may not show in it */

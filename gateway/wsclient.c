@@ -24,6 +24,7 @@ struct st_gw_wsclient_t {
     int closed;                  /* on_close was called (or gw_wsclient_close): free at the end of the current callback */
     int busy;                    /* inside a callback chain of ours: defer the free */
     int status;                  /* the upgrade's answer */
+    int ready;                   /* a frame came (on_ready was called) */
 };
 
 static void destroy(gw_wsclient_t *c)
@@ -125,6 +126,11 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 {
     gw_wsclient_t *c = user;
     (void)ctx;
+    if (!c->ready && !c->closed) {
+        c->ready = 1;
+        if (c->cbs->on_ready != NULL)
+            c->cbs->on_ready(c, c->data);
+    }
     if (arg->opcode == WSLAY_TEXT_FRAME && !c->closed)
         c->cbs->on_message(c, c->data, arg->msg, arg->msg_length);
 }

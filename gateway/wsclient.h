@@ -21,6 +21,10 @@ typedef struct st_gw_wsclient_cbs_t {
     void (*on_message)(gw_wsclient_t *ws, void *data, const uint8_t *msg, size_t len);
     /* the connection ended, or never opened (`err` says why); `ws` is freed after this returns */
     void (*on_close)(gw_wsclient_t *ws, void *data, const char *err);
+    /* optional: the first frame of any kind came (before on_message, if it is a text message). LXD answers the
+     * upgrade of /1.0/events BEFORE it registers the listener (a database transaction later) and pings the moment it
+     * has: only from this frame on does the stream miss no event. */
+    void (*on_ready)(gw_wsclient_t *ws, void *data);
 } gw_wsclient_cbs_t;
 
 /* connects to `m` as `id` and asks to upgrade `path` (with its query); `cbs` must outlive the connection; a

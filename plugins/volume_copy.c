@@ -6,14 +6,16 @@
  * `source.location` naming another member. Everything else passes through: no `target`, no `location`, the same
  * member on both sides (LXD copies locally), and volumes on remote pools (ceph: every member sees them, LXD copies).
  *
- * request -> checks (members, source volume, pools, name free on the target) -> migrate.h (step 1 on the source,
- * step 2 on the target) -> the target's operation, as natively. Nothing touches a member before every check passed;
- * the checks and both steps run with the caller's identity, so LXD refuses what it would refuse natively.
+ * request -> parse -> the members named -> gw_vol_check (volumes.h: source volume, target pool, name free on the
+ * target) -> migrate.h (step 1 on the source, step 2 on the target) -> the target's operation, as natively. Nothing touches a
+ * member before every check passed; the checks and both steps run with the caller's identity, so LXD refuses what it would refuse
+ * natively.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "text.h"
@@ -25,8 +27,7 @@
 
 /* a claimed request, malloc'd: the copy goes on when the client leaves after step 1 was sent */
 typedef struct st_copy_t {
-    h2o_req_t *req;            /* NULL once the client went away */
-    struct st_copy_t **holder; /* the request pool's pointer to us (cleared before we are freed) */
+    gw_hold_t hold;            /* the client's request, until it is answered or its client goes (hold.h) */
     const gw_identity_t *id;   /* the caller's identity (identities are never freed) */
     gw_member_t *src, *dst;    /* source.location, ?target= */
     char *pool, *project;      /* the path's pool, ?project= ("default" when absent) */
@@ -68,17 +69,9 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
     return ours;
 }
 
-static void on_req_dispose(void *data)
-{
-    copy_t *c = *(copy_t **)data;
-    if (c != NULL)
-        c->req = NULL;
-}
-
 static void copy_free(copy_t *c)
 {
-    if (c->req != NULL)
-        *c->holder = NULL;
+    gw_hold_take(&c->hold); /* (the request, if still held, is not ours to answer any more) */
     free(c->pool), free(c->project), free(c->src_pool), free(c->src_proj), free(c->src_name);
     json_decref(c->volume);
     free(c);
@@ -88,13 +81,12 @@ static void copy_free(copy_t *c)
 static void answer(copy_t *c, long status, json_t *json, const char *location)
 {
     gw_metrics_single_call("volume_copy", status == 202 ? "started" : "refused");
-    if (c->req != NULL) {
+    h2o_req_t *req = gw_hold_take(&c->hold);
+    if (req != NULL) {
         if (location != NULL)
-            h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_LOCATION, NULL,
-                           h2o_strdup(&c->req->pool, location, SIZE_MAX).base, strlen(location));
-        *c->holder = NULL; /* the request may end as soon as the answer is sent */
-        gw_lxd_send_json(c->req, (int)status, json_incref(json));
-        c->req = NULL;
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL, h2o_strdup(&req->pool, location, SIZE_MAX).base,
+                           strlen(location));
+        gw_lxd_send_json(req, (int)status, json_incref(json));
     }
     copy_free(c);
 }
@@ -134,7 +126,7 @@ static void on_migrated(void *data, const char *err, long status, json_t *json, 
 /* checks passed: steps 1 and 2 */
 static void start(copy_t *c)
 {
-    if (c->req == NULL) { /* the client left before anything was changed: nothing to do */
+    if (gw_hold_req(&c->hold) == NULL) { /* the client left before anything was changed: nothing to do */
         copy_free(c);
         return;
     }
@@ -143,50 +135,31 @@ static void start(copy_t *c)
     gw_migrate_start(&spec, on_migrated, c);
 }
 
-/* check 3: no volume of that name on the target (unless refreshing it) */
-static void on_target_volume(void *data, const char *err, long status, json_t *json)
+/* the checks' outcome: go on, pass through, or refuse */
+static void on_checked(void *data, const gw_vol_checked_t *r)
 {
     copy_t *c = data;
-    if (err == NULL && status == 200 && !c->refresh)
+    switch (r->verdict) {
+    case GW_VOL_REFUSED:
+        answer(c, r->status, r->answer, NULL);
+        return;
+    case GW_VOL_TAKEN:
         refuse(c, 409, "Volume by that name already exists");
-    else if (err == NULL &&
-             (status == 200 || (status == 404 && strcmp(gw_vol_str(json, "error"), "Storage volume not found") == 0)))
-        start(c);
-    else
-        relay(c, err, status, json, NULL); /* no such project, not allowed, ... */
-}
-
-/* check 2: the target pool exists on the target member */
-static void on_target_pool(void *data, const char *err, long status, json_t *json)
-{
-    copy_t *c = data;
-    if (err != NULL || status != 200) {
-        relay(c, err, status, json, NULL);
         return;
-    }
-    gw_vol_get(c->dst, c->id, c->pool, gw_vol_str(c->volume, "name"), c->project, on_target_volume, c);
-}
-
-/* check 1: the source volume exists where the caller says, and its pool is local to that member */
-static void on_source_volume(void *data, const char *err, long status, json_t *json)
-{
-    copy_t *c = data;
-    json_t *vol = json_object_get(json, "metadata");
-    if (err != NULL || status != 200) {
-        relay(c, err, status, json, NULL);
-        return;
-    }
-    if (*gw_vol_str(vol, "location") == '\0') { /* a remote pool (ceph): every member sees it and LXD copies it itself */
-        h2o_req_t *req = c->req;
+    case GW_VOL_REMOTE: { /* a remote pool (ceph): every member sees it and LXD copies it itself */
+        h2o_req_t *req = gw_hold_take(&c->hold);
         const gw_identity_t *id = c->id;
         copy_free(c);
         if (req != NULL)
             gw_proxy_pass(req, id);
         return;
     }
-    if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
-        json_object_set(c->volume, "content_type", json_object_get(vol, "content_type"));
-    gw_vol_get(c->dst, c->id, c->pool, NULL, c->project, on_target_pool, c);
+    case GW_VOL_CHECKED:
+        if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
+            json_object_set(c->volume, "content_type", json_object_get(r->source, "content_type"));
+        start(c);
+        return;
+    }
 }
 
 static char *dup_or(const char *s, const char *dflt)
@@ -210,7 +183,8 @@ static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
     static const char *const kept[] = {"config", "description", "content_type"};
     for (size_t i = 0; i != sizeof(kept) / sizeof(kept[0]); ++i)
         if (json_object_get(body, kept[i]) != NULL && !json_is_null(json_object_get(body, kept[i])))
-            json_object_set(c->volume, kept[i], json_object_get(body, kept[i]));
+            json_object_set_new(c->volume, kept[i], json_deep_copy(json_object_get(body, kept[i])));
+    json_object_del(json_object_get(c->volume, "config"), GW_VOL_MOVE_MARK); /* a running move's, not the copy's */
     if (*name == '\0')
         return "No name provided";
     if (strchr(name, '/') != NULL)
@@ -228,10 +202,8 @@ static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
 
 static void handle(h2o_req_t *req, const gw_caller_t *caller)
 {
-    copy_t *c = calloc(1, sizeof(*c)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_req_dispose);
-    *holder = c;
-    c->holder = holder;
-    c->req = req;
+    copy_t *c = calloc(1, sizeof(*c));
+    gw_hold_attach(&c->hold, req, NULL); /* (the copy goes on if the client leaves after step 1 was sent) */
     c->id = caller->identity;
     json_t *body = gw_vol_body(req);
     const char *err = parse(c, req, body), *location = gw_vol_str(json_object_get(body, "source"), "location"),
@@ -249,7 +221,17 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         refuse(c, status, "%s", msg);
     } else {
         gw_member_note(req, c->dst);
-        gw_vol_get(c->src, c->id, c->src_pool, c->src_name, c->src_proj, on_source_volume, c);
+        gw_vol_check_spec_t spec = {.id = c->id,
+                                    .src = c->src,
+                                    .dst = c->dst,
+                                    .src_pool = c->src_pool,
+                                    .src_project = c->src_proj,
+                                    .src_name = c->src_name,
+                                    .dst_pool = c->pool,
+                                    .dst_project = c->project,
+                                    .dst_name = gw_vol_str(c->volume, "name"),
+                                    .may_exist = c->refresh};
+        gw_vol_check(&spec, on_checked, c);
     }
     free(msg);
     json_decref(body);

@@ -5,15 +5,23 @@
  * Claims `POST /1.0/storage-pools/<pool>/volumes/custom/<vol>?target=<dst>` whose body has `source.location`.
  * Without `target` or `location` it passes through (a rename on the member, as LXD does it).
  *
- * request -> checks -> 202 with a gateway operation "Moving storage volume" -> journal "begin" -> migrate.h (step 1
- * on the source, step 2 on the target) -> journal "transferring" -> the target's transfer watched to its end (LXD
- * 5.21 reports success too early natively; we wait for the target's own operation) -> target volume verified ->
- * journal "transferred" -> source deleted -> journal "end". The target gets the source's config, description and
- * content type (native LXD and Incus drop them).
+ * request -> the members named -> gw_vol_check (volumes.h: source, target pool, name free) -> 202 with a gateway
+ * operation "Moving storage volume" -> the steps of `move_state_t`, in order, driven by advance(). The target gets
+ * the source's config, description and content type (native LXD and Incus drop them).
  *
- * Nothing is deleted without a verified copy: the source only after "transferred" is journaled and the target was
- * seen; a target only when this move created it (its name was free when the move began). After a crash the next
- * start finishes or rolls back every unfinished move from the journal (gateway/journal.h).
+ * Nothing is deleted without a verified copy, and nothing but what the move started with or made: right after
+ * "begin" is journaled the source is marked `user.lxd-gateway.move: <move id>`, and the target is created with the
+ * same mark (never copied from the source). A roll-back removes a target only if it carries the mark, and takes the
+ * mark off the source; the source is deleted only after "transferred" is journaled, the marked target was seen, and
+ * only if it carries the mark (LXD 5.0.2 has nothing else that tells a volume from one made later under its name: its
+ * `created_at` is the zero time); the last step takes the mark off the target. After a crash the next start finishes
+ * or rolls back every unfinished move from the journal (gateway/journal.h) by the same rules: a volume made by hand
+ * under either name meanwhile is left alone.
+ *
+ * How to read it: `move_state_t` lists the steps in the order they run; `steps[]` gives each its journal record
+ * (written before the step touches a member), its retry policy and, for a journaled step, where recovery resumes
+ * after a crash there; act() makes the one member call of the current step; advance() is the one function every
+ * answer and every timer comes to, and decides the next step. Recovery = the step from the journal, then act().
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "clock.h"
+#include "hold.h"
 #include "journal.h"
 #include "log.h"
 #include "lxd.h"
@@ -32,31 +42,239 @@
 #include "proxy.h"
 #include "volumes.h"
 
-#define POLL_WAIT_S "1"       /* long-poll of the target's operation; progress is relayed at this pace */
-#define RECOVER_RETRY_MS 2000 /* an interrupted move waits this long for its members to be reachable */
-#define WATCH_RETRIES 10      /* unusable answers in a row about a transfer before it is given up (RECOVER_RETRY_MS apart) */
+#define POLL_WAIT_S "1"                 /* long-poll of the target's operation; progress is relayed at this pace */
+#define RETRY_MS 2000                   /* a step that got no usable answer is tried again this long after */
+#define WATCH_RETRIES 10                /* unusable answers in a row about a transfer before it is given up */
+#define FINAL_RETRIES 10                /* tries of a last step (checking or deleting the source, removing a mark) */
+#define ROLLBACK_RETRIES 30             /* tries to reach the target to remove a partial copy, then left to the next start */
+#define RECOVER_MAX_MS (10 * 60 * 1000) /* recovery waits this long for members or a transfer, then leaves it to the next start */
+#define STALL_MS (15 * 60 * 1000)       /* a transfer whose operation shows no change for this long is stopped */
+#define MOVE_MARK GW_VOL_MOVE_MARK      /* on the source and the target while the move runs: its id */
+
+/* the steps of a move, in the order they run ("used to remember what to do next": each names the member call it
+ * makes; advance() reads its answer) */
+typedef enum {
+    /* the way forward */
+    MV_MARK_SOURCE,         /* GET the source, to put the move's mark on it          (journal "begin" first) */
+    MV_MARK_SOURCE_PATCH,   /* PATCH the mark onto the source */
+    MV_TRANSFER,            /* migrate.h: step 1 on the source, step 2 on the target: the target's transfer operation */
+    MV_WATCH,               /* long-poll the transfer operation until it ends        (journal "transferring" first) */
+    MV_VERIFY_TARGET,       /* GET the target: the marked copy this move made? */
+    MV_CHECK_SOURCE,        /* GET the source: still the one the move started with?  (journal "transferred" first) */
+    MV_CHECK_TARGET,        /* GET the target: made by this move? only then may the source go */
+    MV_DELETE_SOURCE,       /* DELETE the source */
+    MV_RECHECK_SOURCE,      /* GET the source, after a DELETE that failed but may have acted: gone? */
+    MV_TARGET_KEPT,         /* GET the target, the source being gone already (recovery): anything left to do? */
+    MV_UNMARK_TARGET,       /* GET the target, to take the mark off */
+    MV_UNMARK_TARGET_PATCH, /* PATCH the mark off the target: the move is done */
+    /* the way back */
+    MV_ROLLBACK,            /* GET the target: did this move leave a volume there?   (journal "rolling-back" first) */
+    MV_ROLLBACK_DELETE,     /* DELETE the volume this move left on the target */
+    MV_UNMARK_SOURCE,       /* GET the source, to take the mark off */
+    MV_UNMARK_SOURCE_PATCH, /* PATCH the mark off the source: the move is undone */
+    /* recovery of a move a crash interrupted */
+    MV_RECOVER,          /* no call: wait until both members are known and healthy, then resume (steps[].resume) */
+    MV_RECOVER_TRANSFER, /* GET the transfer operation: a transfer still running is let end before the roll-back */
+    MV_NUM_STATES
+} move_state_t;
+
+/* what the next step does when its own record cannot be written */
+typedef enum {
+    J_REFUSE,    /* end the move: nothing was changed yet */
+    J_GO_ON,     /* take the step all the same: the next record decides (or the marks make it safe) */
+    J_ROLL_BACK, /* roll back: the step may not be taken unrecorded */
+} journal_fail_t;
+
+/* retries share one budget within a phase: entering a step of another phase starts a new one */
+typedef enum { P_MARK, P_TRANSFER, P_FINAL, P_UNMARK_TARGET, P_ROLLBACK, P_UNMARK_SOURCE, P_RECOVER } phase_t;
+
+static const struct {
+    const char *name;      /* in logs */
+    phase_t phase;         /* see phase_t */
+    const char *journal;   /* recorded (and fsync'd) before the step touches a member, or NULL */
+    journal_fail_t j_fail; /* ... and what happens when that record cannot be written */
+    move_state_t resume;   /* a journaled step: where recovery resumes after a crash at it */
+    unsigned tries;        /* retries in the phase (RETRY_MS apart); 0: for recover_max_ms from the phase's start */
+    const char *metric;    /* what the retries count as (lxd_gateway_retries_total{what}) */
+} steps[MV_NUM_STATES] = {
+    [MV_MARK_SOURCE] = {"mark-source", P_MARK, "begin", J_REFUSE, MV_ROLLBACK, 0, NULL}, /* (never retried: a failure rolls back) */
+    [MV_MARK_SOURCE_PATCH] = {"mark-source", P_MARK},
+    [MV_TRANSFER] = {"transfer", P_TRANSFER},
+    [MV_WATCH] = {"watch", P_TRANSFER, "transferring", J_GO_ON, MV_RECOVER_TRANSFER, WATCH_RETRIES, "move_watch"},
+    [MV_VERIFY_TARGET] = {"verify-target", P_TRANSFER},
+    [MV_CHECK_SOURCE] = {"check-source", P_RECOVER, "transferred", J_ROLL_BACK, MV_CHECK_SOURCE, 0, "move_recovery"},
+    [MV_CHECK_TARGET] = {"check-target", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
+    [MV_DELETE_SOURCE] = {"delete-source", P_FINAL, NULL, 0, 0, FINAL_RETRIES, "move_source"},
+    [MV_RECHECK_SOURCE] = {"recheck-source", P_FINAL, NULL, 0, 0, FINAL_RETRIES, "move_source"},
+    [MV_TARGET_KEPT] = {"target-kept", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
+    [MV_UNMARK_TARGET] = {"unmark-target", P_UNMARK_TARGET, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
+    [MV_UNMARK_TARGET_PATCH] = {"unmark-target", P_UNMARK_TARGET, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
+    [MV_ROLLBACK] = {"rollback", P_ROLLBACK, "rolling-back", J_GO_ON, MV_ROLLBACK, ROLLBACK_RETRIES, "move_rollback"},
+    [MV_ROLLBACK_DELETE] = {"rollback-delete", P_ROLLBACK, NULL, 0, 0, ROLLBACK_RETRIES, "move_rollback"},
+    [MV_UNMARK_SOURCE] = {"unmark-source", P_UNMARK_SOURCE, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
+    [MV_UNMARK_SOURCE_PATCH] = {"unmark-source", P_UNMARK_SOURCE, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
+    [MV_RECOVER] = {"recover", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
+    [MV_RECOVER_TRANSFER] = {"recover-transfer", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
+};
 
 typedef struct st_move_t {
-    h2o_req_t *req;                          /* the client's request until the operation is created; then NULL */
-    struct st_move_t **holder;               /* the request pool's pointer to us */
+    move_state_t state;                      /* the step under way: its call is in flight, or its retry timer runs */
+    gw_hold_t hold;                          /* the client's request until the operation is created (hold.h) */
     const gw_identity_t *id;                 /* the caller's identity (recovery: the gateway's) */
     gw_member_t *src, *dst;                  /* source.location, ?target= */
     char *pool, *project, *name;             /* the source volume */
     char *dst_pool, *dst_project, *dst_name; /* where it goes */
     json_t *volume;                          /* what the target creates: name, type, config, description, content_type */
     char *move_id;                           /* journal key: the operation's id */
-    gw_op_t *op;                             /* NULL during recovery */
+    gw_op_t *op;                             /* the client's operation; NULL in recovery, or once the client was told */
+    json_t *journal;                         /* the journal record of the move (recovery), or NULL (a running move) */
     char *transfer_op;                       /* the target's operation running the transfer */
     gw_relay_t *relay;                       /* the transfer's data path through the gateway (cut to cancel) */
     int cancelled;                           /* the caller asked to cancel */
-    unsigned watch_errors;                   /* watch calls in a row that got no usable answer */
-    json_t *journal;                         /* the journal record of the move (recovery) */
-    char *why;                               /* why it is rolled back (malloc'd; a member's words of any length) */
-    h2o_timeout_entry_t retry;               /* recovery (or a roll-back) waiting for members */
+    char *why;                               /* why it is rolled back, or why deleting the source failed (malloc'd) */
+    char *patch;                             /* the PATCH body of a *_PATCH step (JSON text, malloc'd) */
+    unsigned tries;                          /* retries spent in the current phase */
+    uint64_t since;                          /* gw_clock_ms() when the current phase started (recovery's bound) */
+    uint64_t progress_at;                    /* gw_clock_ms() when the transfer last showed progress (stall detection) */
+    json_t *last_state;                      /* the transfer operation's metadata, as last seen (stall detection) */
+    uint64_t last_bytes;                     /* bytes through the relay, as last seen (stall detection) */
+    int stalled;                             /* the transfer made no progress for STALL_MS and its data path was cut */
+    h2o_timeout_entry_t retry;               /* linked: the current step's call is made again when it fires */
 } move_t;
 
+/* a member's answer to the current step's call, as advance() reads it */
+typedef struct st_answer_t {
+    const char *err; /* no HTTP answer (then status is 0) */
+    int not_sent;    /* ... and nothing was sent: the member is down, nothing was done */
+    long status;     /* the HTTP status */
+    json_t *json;    /* the body (NULL: not JSON) */
+} answer_t;
+
 static h2o_context_t *ctx;
-static h2o_timeout_t retry_timeout;
+static h2o_timeout_t retry_timeout;              /* RETRY_MS */
+static uint64_t recover_max_ms = RECOVER_MAX_MS; /* (test hook: LXDGW_TEST_RECOVER_MAX_MS) */
+
+static void move_free(move_t *m)
+{
+    if (h2o_timeout_is_linked(&m->retry))
+        h2o_timeout_unlink(&m->retry);
+    if (m->relay != NULL)
+        gw_relay_close(m->relay);
+    gw_hold_take(&m->hold); /* (the request, if still held, is not ours to answer any more) */
+    free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
+    free(m->move_id), free(m->transfer_op), free(m->why), free(m->patch);
+    json_decref(m->last_state);
+    json_decref(m->volume);
+    json_decref(m->journal);
+    free(m);
+}
+
+static json_t *record(move_t *m)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "src", m->src != NULL ? m->src->name : "", "dst",
+                     m->dst != NULL ? m->dst->name : "", "pool", m->pool, "project", m->project, "name", m->name, "dst_pool",
+                     m->dst_pool, "dst_project", m->dst_project, "dst_name", m->dst_name, "transfer_op",
+                     m->transfer_op != NULL ? m->transfer_op : "");
+}
+
+/* `answer` (a member's answer to GET of the source, or of the target) shows the volume this move started with or
+ * made: the one asked for (its name; its member, when it says: a member's answer is checked, not trusted), carrying
+ * the move's mark */
+static int made_by_move(move_t *m, json_t *answer, int source)
+{
+    json_t *vol = json_object_get(answer, "metadata");
+    const char *mark = json_string_value(json_object_get(json_object_get(vol, "config"), MOVE_MARK)),
+               *name = gw_vol_str(vol, "name"), *location = gw_vol_str(vol, "location");
+    const char *want_name = source ? m->name : m->dst_name, *want_member = source ? m->src->name : m->dst->name;
+    return mark != NULL && strcmp(mark, m->move_id) == 0 && strcmp(name, want_name) == 0 &&
+           (*location == '\0' || strcmp(location, want_member) == 0);
+}
+
+/* the body of a PATCH that sets (set = 1) or takes off the mark on the volume `answer` shows (LXD's PATCH of a
+ * volume takes the description as given, "" unless sent: it is sent as it is) */
+static char *mark_patch(move_t *m, json_t *answer, int set)
+{
+    json_t *body = json_pack("{s:{s:s}, s:s}", "config", MOVE_MARK, set ? m->move_id : "", "description",
+                             gw_vol_str(json_object_get(answer, "metadata"), "description"));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+/* what an unusable answer says, for the caller and the log */
+static const char *why(const answer_t *a, const char *dflt)
+{
+    return a->err != NULL ? a->err : *gw_vol_str(a->json, "error") != '\0' ? gw_vol_str(a->json, "error") : dflt;
+}
+
+/* the end of a move: journal, operation, log */
+static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
+{
+    char *err = NULL;
+    if (fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        err = gw_text_vformat(fmt, ap);
+        va_end(ap);
+    }
+    json_t *r = json_pack("{s:s}", "outcome", outcome);
+    gw_journal_end(m->move_id, r); /* written again until it is (a lost one: the next start re-checks a finished move) */
+    json_decref(r);
+    gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "volume move ended", "move", m->move_id, "outcome", outcome,
+           "volume", m->name, "from", m->src != NULL ? m->src->name : "-", "to", m->dst != NULL ? m->dst->name : "-", "err",
+           err != NULL ? err : "", NULL);
+    if (m->op != NULL)
+        gw_op_finish(m->op, status, err);
+    free(err);
+    move_free(m);
+}
+
+/* the caller learns the outcome now, although the move's steps go on (a roll-back retrying, recovery waiting) */
+static void tell_caller(move_t *m, gw_op_status_t status, const char *err)
+{
+    if (m->op != NULL) {
+        gw_op_finish(m->op, status, err);
+        m->op = NULL;
+    }
+}
+
+/* ---- moving from step to step ---- */
+
+static void act(move_t *m);
+
+/* the next step: recorded first if it is a journaled one (see steps[]), then its call is made */
+static void go(move_t *m, move_state_t next);
+/* the way back, from any step: why (printf-style) is what the caller is told */
+static void roll_back(move_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void on_retry(h2o_timeout_entry_t *entry)
+{
+    act(H2O_STRUCT_FROM_MEMBER(move_t, retry, entry));
+}
+
+/* the current step got no usable answer: 1 if step `at` (the current one, or the one before it whose answer it
+ * relies on) runs again RETRY_MS later; 0 if the phase's retries are spent */
+static int again(move_t *m, move_state_t at)
+{
+    if (steps[at].tries != 0 ? ++m->tries > steps[at].tries : gw_clock_ms() - m->since >= recover_max_ms)
+        return 0;
+    gw_metrics_retry(steps[at].metric);
+    m->state = at;
+    m->retry.cb = on_retry;
+    h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
+    return 1;
+}
+
+/* step `state` without recording it (recovery, which resumes at a step the journal holds already) */
+static void resume(move_t *m, move_state_t state)
+{
+    if (steps[state].phase != steps[m->state].phase)
+        m->tries = 0, m->since = gw_clock_ms();
+    m->state = state;
+    act(m);
+}
 
 /* test hook: LXDGW_TEST_PAUSE_AT=<step> freezes the whole gateway right after it journaled <step> (the move goes no
  * further; the loop gets PAUSE_DELAY_MS to send what it owes, such as the 202), so that a test can kill it there
@@ -83,176 +301,447 @@ static int pause_at(const char *step)
     return 1;
 }
 
-static void move_free(move_t *m)
+static void go(move_t *m, move_state_t next)
 {
-    if (m->relay != NULL)
-        gw_relay_close(m->relay);
-    if (m->req != NULL)
-        *m->holder = NULL;
-    free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
-    free(m->move_id), free(m->transfer_op), free(m->why);
-    json_decref(m->volume);
-    json_decref(m->journal);
-    free(m);
-}
-
-static json_t *record(move_t *m)
-{
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "src", m->src != NULL ? m->src->name : "", "dst",
-                     m->dst != NULL ? m->dst->name : "", "pool", m->pool, "project", m->project, "name", m->name, "dst_pool",
-                     m->dst_pool, "dst_project", m->dst_project, "dst_name", m->dst_name, "transfer_op",
-                     m->transfer_op != NULL ? m->transfer_op : "");
-}
-
-/* journals `step` before the step is taken; a move that cannot record its steps must not take them.
- * 1: recorded; 0: not recorded (the caller ends the move safely); -1: the test hook froze the move here */
-static int journal(move_t *m, const char *step)
-{
-    json_t *r = record(m);
-    const char *err = gw_journal_write(m->move_id, step, r);
-    json_decref(r);
-    if (err != NULL) {
-        gw_log(GW_LOG_ERROR, "cannot write the move journal", "move", m->move_id, "step", step, "err", err, NULL);
-        return 0;
+    const char *step = steps[next].journal;
+    if (step != NULL) { /* a move that cannot record its steps must not take them */
+        json_t *r = record(m);
+        const char *err = gw_journal_write(m->move_id, step, r);
+        json_decref(r);
+        if (err != NULL) {
+            gw_log(GW_LOG_ERROR, "cannot write the move journal", "move", m->move_id, "step", step, "err", err, NULL);
+            if (steps[next].j_fail == J_REFUSE)
+                return finish(m, "refused", GW_OP_FAILURE, "Cannot record the move in the gateway's journal; nothing was changed");
+            if (steps[next].j_fail == J_ROLL_BACK)
+                return roll_back(m, "Cannot record the move's progress in the gateway's journal; the copy was removed, the "
+                                    "source kept");
+        } else if (pause_at(step)) {
+            return;
+        }
     }
-    return pause_at(step) ? -1 : 1;
+    if (steps[next].phase != steps[m->state].phase || next == MV_MARK_SOURCE)
+        m->tries = 0, m->since = gw_clock_ms();
+    m->state = next;
+    act(m);
 }
 
-/* the end of a move: journal, operation, log */
-static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
-{
-    char *err = NULL;
-    if (fmt != NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        err = gw_text_vformat(fmt, ap);
-        va_end(ap);
-    }
-    json_t *r = json_pack("{s:s}", "outcome", outcome);
-    gw_journal_write(m->move_id, "end", r); /* if this one is lost, the next start only re-checks a finished move */
-    json_decref(r);
-    gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "volume move ended", "move", m->move_id, "outcome", outcome,
-           "volume", m->name, "from", m->src != NULL ? m->src->name : "-", "to", m->dst != NULL ? m->dst->name : "-", "err",
-           err != NULL ? err : "", NULL);
-    if (m->op != NULL)
-        gw_op_finish(m->op, status, err);
-    free(err);
-    move_free(m);
-}
-
-/* ---- the end of the move: delete the source, or roll the target back ---- */
-
-static void on_source_deleted(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    if (err != NULL || status / 100 != 2) {
-        finish(m, "kept-both", GW_OP_FAILURE,
-               "The volume was copied, but deleting the source failed (%s); both copies exist: %s/%s on %s and %s/%s on %s",
-               err != NULL ? err : gw_vol_str(json, "error"), m->pool, m->name, m->src->name, m->dst_pool, m->dst_name,
-               m->dst->name);
-        return;
-    }
-    finish(m, "moved", GW_OP_SUCCESS, NULL);
-}
-
-/* the target was seen after a completed transfer: only now may the source go */
-static void on_target_verified(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    (void)json;
-    if (err != NULL || status != 200) {
-        finish(m, "kept-source", GW_OP_FAILURE, "The transfer reported success but the volume is not on %s; the source was kept",
-               m->dst->name);
-        return;
-    }
-    int recorded = journal(m, "transferred");
-    if (recorded < 0)
-        return;
-    if (recorded == 0)
-        return finish(m, "kept-both", GW_OP_FAILURE, "Cannot record the move's progress; both copies were kept");
-    gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_source_deleted, m);
-}
-
-static void rolled_back(move_t *m, const char *why)
-{
-    if (m->cancelled)
-        finish(m, "cancelled", GW_OP_CANCELLED, "Operation cancelled; the source was kept");
-    else
-        finish(m, "rolled-back", GW_OP_FAILURE, "%s", why);
-}
-
-static void roll_back_now(move_t *m);
-
-static void on_rollback_retry(h2o_timeout_entry_t *entry)
-{
-    roll_back_now(H2O_STRUCT_FROM_MEMBER(move_t, retry, entry));
-}
-
-/* the target cannot be reached to remove what this move left there: the caller learns now, the removal is retried
- * (and, if the gateway stops first, its next start does it: the journal has no "end" for this move yet) */
-static void retry_rollback(move_t *m, const char *err)
-{
-    if (m->op != NULL) {
-        gw_op_finish(m->op, m->cancelled ? GW_OP_CANCELLED : GW_OP_FAILURE, m->why);
-        m->op = NULL;
-    }
-    gw_log(GW_LOG_WARN, "cannot reach the target to roll back, retrying", "move", m->move_id, "member", m->dst->name, "err", err,
-           NULL);
-    m->retry.cb = on_rollback_retry;
-    h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
-}
-
-static void on_target_removed(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    if (err != NULL) {
-        retry_rollback(m, err);
-        return;
-    }
-    if (status / 100 != 2 && status != 404)
-        gw_log(GW_LOG_ERROR, "cannot remove a partial target", "move", m->move_id, "member", m->dst->name, "err",
-               gw_vol_str(json, "error"), NULL);
-    rolled_back(m, m->why);
-}
-
-static void on_target_checked(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    (void)json;
-    if (err != NULL) {
-        retry_rollback(m, err);
-        return;
-    }
-    if (status == 404) { /* nothing was left behind */
-        rolled_back(m, m->why);
-        return;
-    }
-    /* this move created it (the name was free when it began): remove it, the source stays */
-    gw_vol_delete(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_target_removed, m);
-}
-
-static void roll_back_now(move_t *m)
-{
-    gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_target_checked, m);
-}
-
-/* the transfer did not complete (or was cancelled): remove any partial target, keep the source */
-static void roll_back(move_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void roll_back(move_t *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    free(m->why);
-    m->why = gw_text_vformat(fmt, ap);
+    char *w = gw_text_vformat(fmt, ap);
     va_end(ap);
-    roll_back_now(m);
+    free(m->why);
+    m->why = w;
+    go(m, MV_ROLLBACK); /* (its record not written: the roll-back is safe all the same, by the marks) */
 }
 
-/* ---- the transfer ---- */
+/* ---- the member calls, one per step ---- */
 
-static void watch(move_t *m);
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call);
+static void on_migrated(void *data, const char *err, long status, json_t *json, const char *location);
+
+static void get_source(move_t *m)
+{
+    gw_vol_get(m->src, m->id, m->pool, m->name, m->project, on_answer, m);
+}
+
+static void get_target(move_t *m)
+{
+    gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_answer, m);
+}
+
+static void get_transfer(move_t *m, const char *suffix)
+{
+    char *path = gw_text_dupf("/1.0/operations/%s%s", m->transfer_op, suffix);
+    gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_answer, m);
+    free(path);
+}
+
+static void advance(move_t *m, const answer_t *a);
+
+/* makes the current step's call (or, MV_RECOVER, looks at the members) */
+static void act(move_t *m)
+{
+    switch (m->state) {
+    case MV_MARK_SOURCE: /* ("begin" is journaled; never retried) */
+        gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to", m->dst->name,
+               NULL);
+        get_source(m);
+        return;
+    case MV_CHECK_SOURCE:
+    case MV_RECHECK_SOURCE:
+    case MV_UNMARK_SOURCE:
+        get_source(m);
+        return;
+    case MV_VERIFY_TARGET:
+    case MV_CHECK_TARGET:
+    case MV_TARGET_KEPT:
+    case MV_UNMARK_TARGET:
+    case MV_ROLLBACK:
+        get_target(m);
+        return;
+    case MV_MARK_SOURCE_PATCH:
+    case MV_UNMARK_SOURCE_PATCH:
+        gw_vol_patch(m->src, m->id, m->pool, m->name, m->project, m->patch, on_answer, m);
+        return;
+    case MV_UNMARK_TARGET_PATCH:
+        gw_vol_patch(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, m->patch, on_answer, m);
+        return;
+    case MV_TRANSFER: {
+        gw_migrate_spec_t spec = {m->id,       m->src,         m->dst,    m->pool, m->project, m->name,
+                                  m->dst_pool, m->dst_project, m->volume, 0,       0,          &m->relay};
+        gw_migrate_start(&spec, on_migrated, m);
+        return;
+    }
+    case MV_WATCH:
+        get_transfer(m, "/wait?timeout=" POLL_WAIT_S);
+        return;
+    case MV_RECOVER_TRANSFER:
+        get_transfer(m, "");
+        return;
+    case MV_DELETE_SOURCE:
+        gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_answer, m);
+        return;
+    case MV_ROLLBACK_DELETE:
+        gw_vol_delete(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_answer, m);
+        return;
+    case MV_RECOVER:
+        advance(m, NULL);
+        return;
+    case MV_NUM_STATES:
+        break;
+    }
+    abort();
+}
+
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
+{
+    answer_t a = {err, err != NULL && gw_call_not_sent(call), status, json};
+    advance(data, &a);
+}
+
+static void on_migrated(void *data, const char *err, long status, json_t *json, const char *location)
+{
+    (void)location;
+    answer_t a = {err, 0, status, json};
+    advance(data, &a);
+}
+
+/* ---- what each answer means: the one function every answer and every timer comes to ---- */
+
+static void relay_progress(move_t *m, json_t *meta);
+static void watched(move_t *m, const answer_t *a);
+
+/* the source is gone or the target unmarked: the move's end */
+static void done(move_t *m)
+{
+    if (m->state == MV_UNMARK_TARGET || m->state == MV_UNMARK_TARGET_PATCH)
+        finish(m, "moved", GW_OP_SUCCESS, NULL);
+    else if (m->cancelled)
+        finish(m, "cancelled", GW_OP_CANCELLED, "Operation cancelled; the source was kept");
+    else
+        finish(m, "rolled-back", GW_OP_FAILURE, "%s", m->why);
+}
+
+/* taking a mark off failed (`err`): tried again from its GET (FINAL_RETRIES in all), then left for the operator, who
+ * removes the key */
+static void unmark_failed(move_t *m, const char *err)
+{
+    move_state_t get = m->state == MV_UNMARK_TARGET_PATCH   ? MV_UNMARK_TARGET
+                       : m->state == MV_UNMARK_SOURCE_PATCH ? MV_UNMARK_SOURCE
+                                                            : m->state;
+    if (again(m, get))
+        return;
+    int source = get == MV_UNMARK_SOURCE;
+    gw_log(GW_LOG_ERROR, "a volume keeps the gateway's mark; remove it with `lxc storage volume unset`", "move", m->move_id,
+           "volume", source ? m->name : m->dst_name, "member", source ? m->src->name : m->dst->name, "key", MOVE_MARK, "err", err,
+           NULL);
+    done(m);
+}
+
+/* deleting the source failed for good: both are kept (the copy is never removed once the source may be gone) */
+static void kept_both(move_t *m)
+{
+    finish(m, "kept-both", GW_OP_FAILURE,
+           "The volume was copied, but deleting the source on %s failed (%s); both are kept: %s/%s on %s is a complete copy "
+           "(both carry %s until you remove it)",
+           m->src->name, m->why, m->dst_pool, m->dst_name, m->dst->name, MOVE_MARK);
+}
+
+/* the target cannot be reached to remove what this move left there: the caller learns now, the removal is retried
+ * ROLLBACK_RETRIES times, then left to the next start (the journal has no "end" for this move yet) */
+static void rollback_failed(move_t *m, const char *err)
+{
+    tell_caller(m, m->cancelled ? GW_OP_CANCELLED : GW_OP_FAILURE, m->why);
+    if (m->tries == 0)
+        gw_log(GW_LOG_WARN, "cannot reach the target to roll back, retrying", "move", m->move_id, "member", m->dst->name, "err",
+               err, NULL);
+    if (again(m, MV_ROLLBACK))
+        return;
+    gw_log(GW_LOG_ERROR, "cannot reach the target to remove the move's partial copy; the journal keeps the move for the next start",
+           "move", m->move_id, "member", m->dst->name, "err", err, "tries", gw_log_num(m->tries - 1), NULL);
+    move_free(m);
+}
+
+/* where a recovery step that got no usable answer starts again: from the top, so that nothing is deleted on a check
+ * older than one round trip (a running move: the source's check; recovery: the members, then the journal's step) */
+static move_state_t recover_from(move_t *m)
+{
+    return m->journal != NULL ? MV_RECOVER : MV_CHECK_SOURCE;
+}
+
+/* a member recovery needs did not answer (`err`): tried again for recover_max_ms, then left to the next start */
+static void recover_later(move_t *m, const char *err)
+{
+    uint64_t waited = gw_clock_ms() - m->since;
+    if (waited < recover_max_ms && m->tries++ % 15 == 0) /* every 30 s */
+        gw_log(GW_LOG_WARN, "recovering a move: waiting", "move", m->move_id, "err", err, "waited_s",
+               gw_log_num((long long)(waited / 1000)), NULL);
+    if (again(m, recover_from(m)))
+        return;
+    gw_log(GW_LOG_ERROR, "cannot recover a move now; the journal keeps it for the next start", "move", m->move_id, "err", err,
+           "waited_s", gw_log_num((long long)(waited / 1000)), NULL);
+    tell_caller(m, GW_OP_FAILURE,
+                "The volume was copied, but a member does not answer to finish the move; the gateway finishes it at its next "
+                "start (both volumes are kept until then)");
+    move_free(m);
+}
+
+/* where recovery resumes: at steps[].resume of the step the journal says the move was at (a roll-back is journaled
+ * again, as when a running move rolls back) */
+static void recovered(move_t *m)
+{
+    const char *at = gw_vol_str(m->journal, "step");
+    move_state_t s = 0;
+    while (s != MV_NUM_STATES && (steps[s].journal == NULL || strcmp(steps[s].journal, at) != 0))
+        ++s;
+    move_state_t next = s != MV_NUM_STATES ? steps[s].resume : MV_RECOVER_TRANSFER; /* (unknown: as "transferring") */
+    if (next == MV_RECOVER_TRANSFER && *gw_vol_str(m->journal, "transfer_op") == '\0')
+        next = MV_ROLLBACK; /* (no transfer was started) */
+    free(m->why);           /* (recovery may come here again: a member stopped answering meanwhile) */
+    m->why = NULL;
+    if (s == MV_ROLLBACK) {
+        gw_log(GW_LOG_WARN, "recovering a move: it was being rolled back, going on", "move", m->move_id, NULL);
+        m->why = strdup("recovered: the move was rolled back; the source was kept");
+    } else if (next == MV_ROLLBACK) {
+        gw_log(GW_LOG_WARN, "recovering a move: interrupted before the transfer, rolling back", "move", m->move_id, NULL);
+        m->why = strdup("recovered: the move was interrupted before the transfer; the source was kept");
+    }
+    if (next == MV_ROLLBACK)
+        go(m, MV_ROLLBACK); /* (recorded again: the roll-back is what happens from now on) */
+    else
+        resume(m, next);
+}
+
+static void advance(move_t *m, const answer_t *a)
+{
+    int ok = a != NULL && a->err == NULL, gone = ok && a->status == 404;
+    switch (m->state) {
+    /* ---- forward ---- */
+    case MV_MARK_SOURCE:
+        if (!ok || a->status != 200)
+            return roll_back(m, "Cannot mark the source volume for the move (%s); nothing was changed",
+                             gone ? "the volume is gone" : why(a, "no answer"));
+        m->patch = mark_patch(m, a->json, 1);
+        return go(m, MV_MARK_SOURCE_PATCH);
+    case MV_MARK_SOURCE_PATCH:
+        if (!ok || a->status / 100 != 2)
+            return roll_back(m, "Cannot mark the source volume for the move (%s); nothing was changed",
+                             why(a, "the member refused the change"));
+        if (m->cancelled) /* before the transfer: nothing to cut, nothing to wait for */
+            return roll_back(m, "Operation cancelled");
+        return go(m, MV_TRANSFER);
+    case MV_TRANSFER: {
+        const char *tid = json_string_value(json_object_get(json_object_get(a->json, "metadata"), "id"));
+        if (!ok || a->status != 202 || tid == NULL) /* refused (or unknown, after a timeout): undone by the marks */
+            return roll_back(m, "%s", why(a, "the target refused the transfer"));
+        m->transfer_op = strdup(tid);
+        m->progress_at = gw_clock_ms();
+        return go(m, MV_WATCH); /* (if "transferring" cannot be recorded, "transferred" cannot either: the source is kept) */
+    }
+    case MV_WATCH:
+        return watched(m, a);
+    case MV_VERIFY_TARGET:
+        if (!ok || a->status != 200)
+            return roll_back(m, "The transfer reported success but the volume is not on %s; the source was kept", m->dst->name);
+        if (!made_by_move(m, a->json, 0)) /* (the roll-back leaves a volume without the mark alone) */
+            return roll_back(m,
+                             "The transfer reported success but the volume %s on %s is not the one this move made; the "
+                             "source was kept",
+                             m->dst_name, m->dst->name);
+        return go(m, MV_CHECK_SOURCE); /* the source is deleted as recovery would: only while it carries the mark */
+    case MV_CHECK_SOURCE:
+        if (!ok || (a->status != 200 && !gone))
+            return recover_later(m, why(a, "no answer"));
+        if (gone) /* deleted before a crash */
+            return go(m, MV_TARGET_KEPT);
+        if (!made_by_move(m, a->json, 1)) { /* the move deleted it; a volume of its name was made by hand since */
+            gw_log(GW_LOG_WARN,
+                   "recovering a move: the volume of the source's name is not the one the move started with, left alone", "move",
+                   m->move_id, "volume", m->name, "member", m->src->name, NULL);
+            return go(m, MV_TARGET_KEPT);
+        }
+        return go(m, MV_CHECK_TARGET);
+    case MV_CHECK_TARGET:
+        if (!ok || (a->status != 200 && !gone))
+            return recover_later(m, why(a, "no answer"));
+        if (gone)
+            return roll_back(m, "recovered: the target volume is missing; the source was kept");
+        if (!made_by_move(m, a->json, 0))
+            return finish(m, "kept-both", GW_OP_FAILURE,
+                          "recovered: the volume %s on %s is not the one this move made; nothing was deleted", m->dst_name,
+                          m->dst->name);
+        gw_log(m->journal == NULL ? GW_LOG_DEBUG : GW_LOG_WARN, "recovering a move: transfer completed, deleting the source",
+               "move", m->move_id, NULL);
+        return go(m, MV_DELETE_SOURCE);
+    case MV_DELETE_SOURCE:
+        if (ok && (a->status / 100 == 2 || gone))
+            return go(m, MV_UNMARK_TARGET);
+        free(m->why);
+        m->why = gw_text_dupf("%s", why(a, ""));
+        if (ok && a->status / 100 == 4) { /* LXD refused it before acting (in use, not allowed): the move is undone */
+            char *w = m->why;
+            m->why = NULL;
+            roll_back(m, "Deleting the source failed (%s); the copy on %s was removed, the source kept", w, m->dst->name);
+            free(w);
+            return;
+        }
+        if (a->not_sent) /* its member is down: nothing was done; try again */
+            return again(m, MV_DELETE_SOURCE) ? (void)0 : kept_both(m);
+        return go(m, MV_RECHECK_SOURCE); /* a 5xx, or no answer to what went out: it may be gone, or half */
+    case MV_RECHECK_SOURCE:
+        /* a volume that is still there may be half deleted (LXD removes the data first, the record last): the copy is
+         * kept whatever happens */
+        if (gone || (ok && a->status == 200 && !made_by_move(m, a->json, 1)))
+            return go(m, MV_UNMARK_TARGET); /* gone (a volume of its name without the mark is not it) */
+        if (ok && a->status == 200)         /* still there: delete it again */
+            return again(m, MV_DELETE_SOURCE) ? (void)0 : kept_both(m);
+        return again(m, MV_RECHECK_SOURCE) ? (void)0 : kept_both(m);
+    case MV_TARGET_KEPT: /* the source is gone (the move deleted it): what is left is the target's mark */
+        if (!ok || (a->status != 200 && !gone))
+            return recover_later(m, why(a, "no answer"));
+        if (gone) {
+            gw_log(GW_LOG_ERROR, "recovering a move: the target volume does not exist and the source is gone", "move", m->move_id,
+                   "volume", m->name, NULL);
+            return finish(m, "missing", GW_OP_FAILURE, "recovered: %s on %s is gone and %s on %s does not exist", m->name,
+                          m->src->name, m->dst_name, m->dst->name);
+        }
+        gw_log(GW_LOG_WARN, "recovering a move: the source was deleted, taking the mark off the target", "move", m->move_id, NULL);
+        return go(m, MV_UNMARK_TARGET);
+    case MV_UNMARK_TARGET:
+    case MV_UNMARK_SOURCE:
+        if (!ok || (a->status != 200 && !gone))
+            return unmark_failed(m, why(a, "no answer"));
+        if (gone || !made_by_move(m, a->json, m->state == MV_UNMARK_SOURCE))
+            return done(m); /* no mark of this move (none left, or a volume it never touched) */
+        free(m->patch);
+        m->patch = mark_patch(m, a->json, 0);
+        return go(m, m->state == MV_UNMARK_SOURCE ? MV_UNMARK_SOURCE_PATCH : MV_UNMARK_TARGET_PATCH);
+    case MV_UNMARK_TARGET_PATCH:
+    case MV_UNMARK_SOURCE_PATCH:
+        if (!ok || a->status / 100 != 2)
+            return unmark_failed(m, why(a, "the member refused the change"));
+        return done(m);
+    /* ---- back ---- */
+    case MV_ROLLBACK:
+        if (!ok || (a->status != 200 && !gone))
+            return rollback_failed(m, why(a, "no answer"));
+        if (gone) /* nothing was left behind */
+            return go(m, MV_UNMARK_SOURCE);
+        if (!made_by_move(m, a->json, 0)) { /* a volume of that name this move did not make (made by hand meanwhile) */
+            gw_log(GW_LOG_WARN, "rolling back a move: the volume on the target does not carry this move's mark, left alone", "move",
+                   m->move_id, "volume", m->dst_name, "member", m->dst->name, NULL);
+            return go(m, MV_UNMARK_SOURCE);
+        }
+        return go(m, MV_ROLLBACK_DELETE); /* this move made it: remove it, the source stays */
+    case MV_ROLLBACK_DELETE:
+        if (!ok)
+            return rollback_failed(m, a->err);
+        if (a->status / 100 != 2 && !gone)
+            gw_log(GW_LOG_ERROR, "cannot remove a partial target", "move", m->move_id, "member", m->dst->name, "err",
+                   gw_vol_str(a->json, "error"), NULL);
+        return go(m, MV_UNMARK_SOURCE);
+    /* ---- recovery ---- */
+    case MV_RECOVER:
+        m->src = gw_members_find(gw_vol_str(m->journal, "src"));
+        m->dst = gw_members_find(gw_vol_str(m->journal, "dst"));
+        if (m->src == NULL || m->dst == NULL)
+            return recover_later(m, "a member of the move is not in the cluster (yet)");
+        if (!m->src->healthy || !m->dst->healthy)
+            return recover_later(m, "a member of the move does not answer");
+        return recovered(m);
+    case MV_RECOVER_TRANSFER: {
+        json_int_t code = json_integer_value(json_object_get(json_object_get(ok ? a->json : NULL, "metadata"), "status_code"));
+        if (ok && a->status == 200 && code != 0 && code < 200 && again(m, MV_RECOVER))
+            return; /* still running on the target: let it end first (asked again from the members' check) */
+        gw_log(GW_LOG_WARN, "recovering a move: transfer not recorded as complete, rolling back", "move", m->move_id, NULL);
+        return roll_back(m, "recovered: the move was interrupted before the transfer completed; the source was kept");
+    }
+    case MV_NUM_STATES:
+        break;
+    }
+    abort();
+}
+
+/* MV_WATCH: the transfer operation, as its member reports it */
+static void watched(move_t *m, const answer_t *a)
+{
+    json_t *op = json_object_get(a->json, "metadata");
+    /* a usable answer: the operation with its status code, or LXD's "not found" */
+    int answered =
+        a->err == NULL && ((a->status == 200 && json_is_object(op) && json_is_integer(json_object_get(op, "status_code")) &&
+                            strcmp(gw_vol_str(op, "id"), m->transfer_op) == 0) || /* (about the operation asked) */
+                           a->status == 404);                                     /* (LXD's 404: "metadata": null) */
+    const char *what = a->err != NULL                           ? a->err
+                       : a->status == 200 && json_is_object(op) ? "its operation has no status_code"
+                                                                : gw_vol_str(a->json, "error");
+    /* a glitch (reset, timeout, 5xx) says nothing of the transfer, which may still run: ask again. Rolling back under
+     * a running transfer could leave its volume behind */
+    if (!answered && !a->not_sent && again(m, MV_WATCH)) {
+        gw_log(GW_LOG_WARN, "transfer state unknown, asking again", "move", m->move_id, "status", gw_log_num((int)a->status), "err",
+               a->err == NULL && a->status == 200 && json_is_object(op) ? "the answer has no status_code" : what, NULL);
+        return;
+    }
+    if (!answered || a->status != 200) /* the target is down (its transfer with it), or forgot it, or never says */
+        return roll_back(m, "Lost track of the transfer on %s (status %ld: %s); the source was kept", m->dst->name, a->status,
+                         what);
+    m->tries = 0; /* (WATCH_RETRIES counts unusable answers in a row) */
+    json_t *meta = json_object_get(op, "metadata");
+    relay_progress(m, meta);
+    json_int_t code = json_integer_value(json_object_get(op, "status_code"));
+    uint64_t now = gw_clock_ms(), bytes = m->relay != NULL ? gw_relay_bytes(m->relay) : 0;
+    if (m->last_state == NULL || !json_equal(m->last_state, meta) || bytes != m->last_bytes) { /* progress */
+        m->last_bytes = bytes;
+        json_decref(m->last_state);
+        m->last_state = json_deep_copy(meta);
+        m->progress_at = now;
+    }
+    if (code < 200 && now - m->progress_at >= STALL_MS) {
+        if (m->stalled) /* stopped, and it still does not end: given up; the roll-back removes only what carries the mark */
+            return roll_back(m,
+                             "The transfer on %s made no progress for %d minutes and did not end when stopped; the source "
+                             "was kept",
+                             m->dst->name, STALL_MS / 60000);
+        /* stopped as a cancel stops it: its data path cut, it fails on both members */
+        gw_log(GW_LOG_ERROR, "transfer made no progress, stopping it", "move", m->move_id, "minutes", gw_log_num(STALL_MS / 60000),
+               NULL);
+        m->stalled = 1;
+        m->progress_at = now;
+        if (m->relay != NULL) {
+            gw_relay_close(m->relay);
+            m->relay = NULL;
+        }
+    }
+    if (code < 200)
+        return act(m); /* the next long-poll */
+    if (m->stalled)
+        return roll_back(m, "The transfer on %s made no progress for %d minutes and was stopped; the source was kept", m->dst->name,
+                         STALL_MS / 60000);
+    if (code != 200 || m->cancelled)
+        return roll_back(m, "Error transferring storage volume: %s", gw_vol_str(op, "err"));
+    return go(m, MV_VERIFY_TARGET);
+}
 
 /* progress values are strings for lxc (it type-asserts them) */
 static void relay_progress(move_t *m, json_t *meta)
@@ -271,67 +760,7 @@ static void relay_progress(move_t *m, json_t *meta)
     }
 }
 
-static void on_watch_retry(h2o_timeout_entry_t *entry)
-{
-    watch(H2O_STRUCT_FROM_MEMBER(move_t, retry, entry));
-}
-
-static void on_transfer_state(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    json_t *op = json_object_get(json, "metadata");
-    int answered = err == NULL && json_is_object(op) && (status == 200 || status == 404);
-    if (!answered && !(err != NULL && gw_backend_not_sent()) && ++m->watch_errors <= WATCH_RETRIES) {
-        /* a glitch (reset, timeout, 5xx) says nothing of the transfer, which may still run: ask again. Rolling back
-         * under a running transfer could leave its volume behind */
-        gw_log(GW_LOG_WARN, "transfer state unknown, asking again", "move", m->move_id, "status", gw_log_num((int)status), "err",
-               err != NULL ? err : gw_vol_str(json, "error"), NULL);
-        m->retry.cb = on_watch_retry;
-        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
-        return;
-    }
-    if (err != NULL || status != 200 || !json_is_object(op)) { /* the target is down (its transfer with it), or forgot it */
-        roll_back(m, "Lost track of the transfer on %s (status %ld: %s); the source was kept", m->dst->name, status,
-                  err != NULL ? err : gw_vol_str(json, "error"));
-        return;
-    }
-    m->watch_errors = 0;
-    relay_progress(m, json_object_get(op, "metadata"));
-    json_int_t code = json_integer_value(json_object_get(op, "status_code"));
-    if (code < 200) {
-        watch(m);
-    } else if (code == 200 && !m->cancelled) {
-        gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_target_verified, m);
-    } else {
-        roll_back(m, "Error transferring storage volume: %s", gw_vol_str(op, "err"));
-    }
-}
-
-/* long-polls the target's operation until it ends */
-static void watch(move_t *m)
-{
-    char *path = gw_text_dupf("/1.0/operations/%s/wait?timeout=" POLL_WAIT_S, m->transfer_op);
-    gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_transfer_state, m);
-    free(path);
-}
-
-static void on_migrated(void *data, const char *err, long status, json_t *json, const char *location)
-{
-    move_t *m = data;
-    (void)location;
-    const char *tid = json_string_value(json_object_get(json_object_get(json, "metadata"), "id"));
-    if (err != NULL || status != 202 || tid == NULL) { /* nothing was created on the target */
-        finish(m, "refused", GW_OP_FAILURE, "%s",
-               err != NULL                          ? err
-               : *gw_vol_str(json, "error") != '\0' ? gw_vol_str(json, "error")
-                                                    : "the target refused the transfer");
-        return;
-    }
-    m->transfer_op = strdup(tid);
-    if (journal(m, "transferring") < 0) /* if it cannot be recorded, "transferred" cannot either: the source is kept */
-        return;
-    watch(m);
-}
+/* ---- the caller: cancel, and the request until the operation exists ---- */
 
 static void on_cancel(gw_op_t *op, void *data)
 {
@@ -347,10 +776,10 @@ static void on_cancel(gw_op_t *op, void *data)
     }
 }
 
-/* every check passed: the operation starts */
+/* every check passed: the operation starts, and with it the first step */
 static void begin(move_t *m)
 {
-    h2o_req_t *req = m->req;
+    h2o_req_t *req = gw_hold_take(&m->hold);
     if (req == NULL) { /* the client left before anything was changed */
         move_free(m);
         return;
@@ -360,40 +789,24 @@ static void begin(move_t *m)
         gw_op_start("Moving storage volume", m->project, m->dst->name, json_pack("{s:[s]}", "storage_volumes", res), on_cancel, m);
     free(res);
     m->move_id = strdup(gw_op_id(m->op));
-    *m->holder = NULL;
-    m->req = NULL;
+    json_object_set_new(json_object_get(m->volume, "config"), MOVE_MARK, json_string(m->move_id));
     gw_op_send_created(req, m->op);
     gw_metrics_single_call("volume_move", "started");
-    int recorded = journal(m, "begin");
-    if (recorded < 0)
-        return;
-    if (recorded == 0) {
-        finish(m, "refused", GW_OP_FAILURE, "Cannot record the move in the gateway's journal; nothing was changed");
-        return;
-    }
-    gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to", m->dst->name,
-           NULL);
-    gw_migrate_spec_t spec = {m->id,       m->src,         m->dst,    m->pool, m->project, m->name,
-                              m->dst_pool, m->dst_project, m->volume, 0,       0,          &m->relay};
-    gw_migrate_start(&spec, on_migrated, m);
+    go(m, MV_MARK_SOURCE);
 }
-
-/* ---- checks, before anything is changed ---- */
 
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...)
 {
     gw_metrics_single_call("volume_move", "refused");
-    if (m->req != NULL) {
-        h2o_req_t *req = m->req;
-        *m->holder = NULL;
-        m->req = NULL;
-        if (fmt == NULL && json_is_object(json)) {
+    h2o_req_t *req = gw_hold_take(&m->hold);
+    if (req != NULL) {
+        if (fmt == NULL) {
             gw_lxd_send_json(req, (int)status, json_incref(json));
         } else {
             va_list ap;
             va_start(ap, fmt);
-            char *msg = gw_text_vformat(fmt != NULL ? fmt : "Cluster member did not answer", ap);
+            char *msg = gw_text_vformat(fmt, ap);
             va_end(ap);
             gw_lxd_send_error(req, (int)status, "%s", msg);
             free(msg);
@@ -402,50 +815,30 @@ static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...)
     move_free(m);
 }
 
-static void on_target_name(void *data, const char *err, long status, json_t *json)
+/* gw_vol_check's outcome: begin, pass through, or refuse */
+static void on_checked(void *data, const gw_vol_checked_t *r)
 {
     move_t *m = data;
-    if (err == NULL && status == 200)
-        refuse(m, 409, NULL, "Volume by that name already exists on %s", m->dst->name);
-    else if (err == NULL && status == 404 && strcmp(gw_vol_str(json, "error"), "Storage volume not found") == 0)
-        begin(m);
-    else
-        refuse(m, err != NULL ? 502 : status, json, err != NULL ? "Cluster member did not answer: %s" : NULL, err);
-}
-
-static void on_target_pool(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    if (err != NULL || status != 200) {
-        refuse(m, err != NULL ? 502 : status, json, err != NULL ? "Cluster member did not answer: %s" : NULL, err);
-        return;
-    }
-    gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_target_name, m);
-}
-
-static void on_source(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    json_t *vol = json_object_get(json, "metadata");
-    if (err != NULL || status != 200) {
-        refuse(m, err != NULL ? 502 : status, json, err != NULL ? "Cluster member did not answer: %s" : NULL, err);
-        return;
-    }
-    if (*gw_vol_str(vol, "location") == '\0') { /* a remote pool: LXD moves it itself */
-        h2o_req_t *req = m->req;
+    if (r->verdict == GW_VOL_REFUSED)
+        return refuse(m, r->status, r->answer, NULL);
+    if (r->verdict == GW_VOL_REMOTE) { /* a remote pool: LXD moves it itself */
+        h2o_req_t *req = gw_hold_take(&m->hold);
         const gw_identity_t *id = m->id;
         move_free(m);
         if (req != NULL)
             gw_proxy_pass(req, id);
         return;
     }
+    if (r->verdict == GW_VOL_TAKEN)
+        return refuse(m, 409, NULL, "Volume by that name already exists on %s", m->dst->name);
     /* the target keeps what the source had (native LXD and Incus drop it) */
-    m->volume =
-        json_pack("{s:s, s:s, s:O, s:s, s:s}", "name", m->dst_name, "type", "custom", "config", json_object_get(vol, "config"),
-                  "description", gw_vol_str(vol, "description"), "content_type", gw_vol_str(vol, "content_type"));
+    m->volume = json_pack("{s:s, s:s, s:O, s:s, s:s}", "name", m->dst_name, "type", "custom", "config",
+                          json_object_get(r->source, "config"), "description", gw_vol_str(r->source, "description"), "content_type",
+                          gw_vol_str(r->source, "content_type"));
     if (!json_is_object(json_object_get(m->volume, "config")))
         json_object_set_new(m->volume, "config", json_object());
-    gw_vol_get(m->dst, m->id, m->dst_pool, NULL, m->dst_project, on_target_pool, m);
+    json_object_del(json_object_get(m->volume, "config"), MOVE_MARK); /* another move's mark (a stale one) is never copied */
+    begin(m);
 }
 
 static int is_volume_post(h2o_req_t *req, h2o_iovec_t *pool, h2o_iovec_t *vol)
@@ -478,21 +871,12 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
     return ours;
 }
 
-static void on_req_dispose(void *data)
-{
-    move_t *m = *(move_t **)data;
-    if (m != NULL)
-        m->req = NULL;
-}
-
 static void handle(h2o_req_t *req, const gw_caller_t *caller)
 {
     h2o_iovec_t pool, vol;
     is_volume_post(req, &pool, &vol);
-    move_t *m = calloc(1, sizeof(*m)), **holder = h2o_mem_alloc_shared(&req->pool, sizeof(*holder), on_req_dispose);
-    *holder = m;
-    m->holder = holder;
-    m->req = req;
+    move_t *m = calloc(1, sizeof(*m));
+    gw_hold_attach(&m->hold, req, NULL); /* (a client gone before the 202: begin() finds it so and changes nothing) */
     m->id = caller->identity;
     json_t *body = gw_vol_body(req);
     const char *project = gw_lxd_query(req, "project"), *target = gw_lxd_query(req, "target"),
@@ -518,74 +902,23 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         refuse(m, status, NULL, "%s", msg);
     else {
         gw_member_note(req, m->dst);
-        gw_vol_get(m->src, m->id, m->pool, m->name, m->project, on_source, m);
+        gw_vol_check_spec_t spec = {.id = m->id,
+                                    .src = m->src,
+                                    .dst = m->dst,
+                                    .src_pool = m->pool,
+                                    .src_project = m->project,
+                                    .src_name = m->name,
+                                    .dst_pool = m->dst_pool,
+                                    .dst_project = m->dst_project,
+                                    .dst_name = m->dst_name,
+                                    .not_moving = 1};
+        gw_vol_check(&spec, on_checked, m);
     }
     free(msg);
     json_decref(body);
 }
 
 /* ---- recovery of the moves a crash interrupted ---- */
-
-static const char *jstr(json_t *rec, const char *key)
-{
-    return gw_vol_str(rec, key);
-}
-
-static void recover(move_t *m);
-
-static void on_recover_retry(h2o_timeout_entry_t *entry)
-{
-    recover(H2O_STRUCT_FROM_MEMBER(move_t, retry, entry));
-}
-
-static void on_recover_target(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    (void)json;
-    if (err != NULL) { /* the target does not answer yet: try again */
-        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
-        return;
-    }
-    if (status == 200) {
-        gw_log(GW_LOG_WARN, "recovering a move: transfer completed, deleting the source", "move", m->move_id, NULL);
-        gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_source_deleted, m);
-    } else {
-        finish(m, "kept-source", GW_OP_FAILURE, "recovered: the target volume is missing, the source was kept");
-    }
-}
-
-static void on_recover_transfer(void *data, const char *err, long status, json_t *json)
-{
-    move_t *m = data;
-    json_int_t code = json_integer_value(json_object_get(json_object_get(json, "metadata"), "status_code"));
-    if (err == NULL && status == 200 && code != 0 && code < 200) { /* still running on the target: let it end first */
-        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
-        return;
-    }
-    gw_log(GW_LOG_WARN, "recovering a move: transfer not recorded as complete, rolling back", "move", m->move_id, NULL);
-    roll_back(m, "recovered: the move was interrupted before the transfer completed; the source was kept");
-}
-
-static void recover(move_t *m)
-{
-    json_t *r = m->journal;
-    m->src = gw_members_find(jstr(r, "src"));
-    m->dst = gw_members_find(jstr(r, "dst"));
-    if (m->src == NULL || m->dst == NULL || !m->src->healthy || !m->dst->healthy) { /* not known/reachable yet */
-        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
-        return;
-    }
-    if (strcmp(jstr(r, "step"), "transferred") == 0) {
-        gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_recover_target, m);
-    } else if (*jstr(r, "transfer_op") != '\0') {
-        char *path = gw_text_dupf("/1.0/operations/%s", jstr(r, "transfer_op"));
-        gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_recover_transfer, m);
-        free(path);
-    } else {
-        gw_log(GW_LOG_WARN, "recovering a move: interrupted before the transfer, rolling back", "move", m->move_id, NULL);
-        roll_back(m, "recovered: the move was interrupted before the transfer; the source was kept");
-    }
-}
 
 static void recover_all(void)
 {
@@ -596,13 +929,17 @@ static void recover_all(void)
         move_t *m = calloc(1, sizeof(*m));
         m->journal = json_incref(r);
         m->id = &gw_identities[GW_IDENTITY_GATEWAY];
-        m->move_id = strdup(jstr(r, "move"));
-        m->pool = strdup(jstr(r, "pool")), m->project = strdup(jstr(r, "project")), m->name = strdup(jstr(r, "name"));
-        m->dst_pool = strdup(jstr(r, "dst_pool")), m->dst_project = strdup(jstr(r, "dst_project"));
-        m->dst_name = strdup(jstr(r, "dst_name"));
-        m->retry.cb = on_recover_retry;
-        gw_log(GW_LOG_WARN, "found an interrupted move", "move", m->move_id, "step", jstr(r, "step"), "volume", m->name, "from",
-               jstr(r, "src"), "to", jstr(r, "dst"), NULL);
+        m->move_id = strdup(gw_vol_str(r, "move"));
+        m->pool = strdup(gw_vol_str(r, "pool")), m->project = strdup(gw_vol_str(r, "project"));
+        m->name = strdup(gw_vol_str(r, "name"));
+        m->dst_pool = strdup(gw_vol_str(r, "dst_pool")), m->dst_project = strdup(gw_vol_str(r, "dst_project"));
+        m->dst_name = strdup(gw_vol_str(r, "dst_name"));
+        m->transfer_op = strdup(gw_vol_str(r, "transfer_op"));
+        m->state = MV_RECOVER;
+        m->since = gw_clock_ms();
+        m->retry.cb = on_retry; /* (MV_RECOVER's act) */
+        gw_log(GW_LOG_WARN, "found an interrupted move", "move", m->move_id, "step", gw_vol_str(r, "step"), "volume", m->name,
+               "from", gw_vol_str(r, "src"), "to", gw_vol_str(r, "dst"), NULL);
         h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry); /* once members are known */
     }
     json_decref(list);
@@ -612,9 +949,12 @@ static const char *init(const gw_config_t *conf, h2o_context_t *c)
 {
     const char *err;
     ctx = c;
-    h2o_timeout_init(ctx->loop, &retry_timeout, RECOVER_RETRY_MS);
+    h2o_timeout_init(ctx->loop, &retry_timeout, RETRY_MS);
     h2o_timeout_init(ctx->loop, &pause_timeout, PAUSE_DELAY_MS);
-    if ((err = gw_journal_open(conf->state_dir)) != NULL)
+    const char *max = getenv("LXDGW_TEST_RECOVER_MAX_MS"); /* a test-only hook, like LXDGW_TEST_PAUSE_AT */
+    if (max != NULL && atol(max) > 0)
+        recover_max_ms = (uint64_t)atol(max);
+    if ((err = gw_journal_open(conf->state_dir, ctx->loop)) != NULL)
         return err;
     recover_all();
     return NULL;

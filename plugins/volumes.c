@@ -5,18 +5,43 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lxd.h"
+#include "operations.h"
 #include "text.h"
 #include "volumes.h"
+
+/* the last request whose body was parsed, and its parse, until that request is gone (claims and handle run one after
+ * the other, on one thread) */
+static struct {
+    h2o_req_t *req;
+    json_t *body;
+} parsed;
+
+static void forget_parsed(void)
+{
+    json_decref(parsed.body);
+    parsed.req = NULL, parsed.body = NULL;
+}
+
+static void on_parsed_req_dispose(void *data)
+{
+    if (*(h2o_req_t **)data == parsed.req)
+        forget_parsed();
+}
 
 json_t *gw_vol_body(h2o_req_t *req)
 {
     if (req->entity.base == NULL || req->entity.len > GW_VOL_MAX_BODY)
         return NULL;
+    if (parsed.req == req)
+        return json_incref(parsed.body);
     json_t *body = json_loadb(req->entity.base, req->entity.len, 0, NULL);
     if (!json_is_object(body)) {
         json_decref(body);
-        return NULL;
+        body = NULL;
     }
+    forget_parsed(); /* (another request's, not needed any more) */
+    parsed.req = req, parsed.body = json_incref(body);
+    *(h2o_req_t **)h2o_mem_alloc_shared(&req->pool, sizeof(h2o_req_t *), on_parsed_req_dispose) = req;
     return body;
 }
 
@@ -72,4 +97,113 @@ void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, co
     char *path = gw_lxd_volume_path(pool, name, project, m->name);
     gw_backend_call(m->url, id, "DELETE", path, NULL, 60000, cb, data);
     free(path);
+}
+
+void gw_vol_patch(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project,
+                  const char *body, gw_call_cb cb, void *data)
+{
+    char *path = gw_lxd_volume_path(pool, name, project, m->name);
+    gw_backend_call(m->url, id, "PATCH", path, body, 30000, cb, data);
+    free(path);
+}
+
+/* ---- gw_vol_check: three GETs, in this order ---- */
+
+typedef enum {
+    CHECK_SOURCE, /* GET the source volume on its member */
+    CHECK_POOL,   /* GET the target pool on the target member */
+    CHECK_NAME,   /* GET the target's name there: 404 "Storage volume not found" is the answer wanted */
+} check_state_t;
+
+typedef struct st_check_t {
+    check_state_t state;
+    gw_vol_check_spec_t spec; /* the strings are copies (below) */
+    char *strings[6];         /* src_pool, src_project, src_name, dst_pool, dst_project, dst_name */
+    json_t *source;           /* the source volume, once read */
+    gw_vol_check_cb cb;
+    void *data;
+} check_t;
+
+static void check_end(check_t *c, gw_vol_checked_t *r)
+{
+    c->cb(c->data, r);
+    for (size_t i = 0; i != 6; ++i)
+        free(c->strings[i]);
+    json_decref(c->source);
+    free(c);
+}
+
+static void check_refused(check_t *c, long status, json_t *answer)
+{
+    gw_vol_checked_t r = {GW_VOL_REFUSED, status, answer, NULL};
+    check_end(c, &r);
+}
+
+/* the one function every answer of a check comes to */
+static void check_advance(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
+{
+    (void)call;
+    check_t *c = data;
+    const gw_vol_check_spec_t *s = &c->spec;
+    if (err != NULL || !json_is_object(json)) { /* no answer (or not LXD's): the caller learns which member */
+        char *msg = gw_text_format("Cluster member did not answer: %s", err != NULL ? err : "not JSON");
+        json_t *answer = gw_lxd_error_json(502, msg);
+        free(msg);
+        check_refused(c, 502, answer);
+        json_decref(answer);
+        return;
+    }
+    switch (c->state) {
+    case CHECK_SOURCE:
+        if (status != 200)
+            return check_refused(c, status, json); /* not found, not allowed, no such project... as LXD says it */
+        c->source = json_incref(json_object_get(json, "metadata"));
+        const char *mover = json_string_value(json_object_get(json_object_get(c->source, "config"), GW_VOL_MOVE_MARK));
+        if (s->not_moving && mover != NULL && gw_ops_is_running(mover)) { /* one move of a volume at a time */
+            char *msg = gw_text_format("The volume is being moved by operation %s", mover);
+            json_t *answer = gw_lxd_error_json(409, msg);
+            free(msg);
+            check_refused(c, 409, answer);
+            json_decref(answer);
+            return;
+        }
+        if (*gw_vol_str(c->source, "location") == '\0') { /* a remote pool */
+            gw_vol_checked_t r = {GW_VOL_REMOTE, 0, NULL, c->source};
+            return check_end(c, &r);
+        }
+        c->state = CHECK_POOL;
+        gw_vol_get(s->dst, s->id, s->dst_pool, NULL, s->dst_project, check_advance, c);
+        return;
+    case CHECK_POOL:
+        if (status != 200)
+            return check_refused(c, status, json);
+        c->state = CHECK_NAME;
+        gw_vol_get(s->dst, s->id, s->dst_pool, s->dst_name, s->dst_project, check_advance, c);
+        return;
+    case CHECK_NAME:
+        if (status == 200 && !s->may_exist) {
+            gw_vol_checked_t r = {GW_VOL_TAKEN, 409, NULL, c->source};
+            return check_end(c, &r);
+        }
+        if (status == 200 || (status == 404 && strcmp(gw_vol_str(json, "error"), "Storage volume not found") == 0)) {
+            gw_vol_checked_t r = {GW_VOL_CHECKED, 0, NULL, c->source};
+            return check_end(c, &r);
+        }
+        return check_refused(c, status, json); /* no such project, not allowed, ... */
+    }
+}
+
+void gw_vol_check(const gw_vol_check_spec_t *spec, gw_vol_check_cb cb, void *data)
+{
+    check_t *c = calloc(1, sizeof(*c));
+    c->spec = *spec;
+    const char *const from[6] = {spec->src_pool, spec->src_project, spec->src_name,
+                                 spec->dst_pool, spec->dst_project, spec->dst_name};
+    for (size_t i = 0; i != 6; ++i)
+        c->strings[i] = strdup(from[i]);
+    c->spec.src_pool = c->strings[0], c->spec.src_project = c->strings[1], c->spec.src_name = c->strings[2];
+    c->spec.dst_pool = c->strings[3], c->spec.dst_project = c->strings[4], c->spec.dst_name = c->strings[5];
+    c->cb = cb, c->data = data;
+    c->state = CHECK_SOURCE;
+    gw_vol_get(spec->src, spec->id, spec->src_pool, spec->src_name, spec->src_project, check_advance, c);
 }

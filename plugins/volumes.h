@@ -1,6 +1,6 @@
 /*
- * volumes.h: what the custom-volume plugins (copy, move) share: reading the request, naming members, and GETs of
- * members as the caller.
+ * volumes.h: what the custom-volume plugins (copy, move) share: reading the request, naming members, the checks made
+ * before anything is changed (gw_vol_check), and calls to members as the caller.
  */
 #ifndef GW_PLUGIN_VOLUMES_H
 #define GW_PLUGIN_VOLUMES_H
@@ -10,8 +10,11 @@
 #include "members.h"
 
 #define GW_VOL_MAX_BODY 65536 /* a copy or move request is a small JSON object; larger bodies are not ours */
+/* the config key a move puts on the volumes it started with or made, while it runs (volume_move.c); never copied */
+#define GW_VOL_MOVE_MARK "user.lxd-gateway.move"
 
-/* the request body as a JSON object (a new reference), or NULL (none, too large, not a JSON object) */
+/* the request body as a JSON object (a new, read-only reference: it is shared), or NULL (none, too large, not a JSON
+ * object). Parsed once per request: a plugin's `claims` and `handle` both read it */
 json_t *gw_vol_body(h2o_req_t *req);
 /* the string `key` of `obj`, or "" */
 const char *gw_vol_str(json_t *obj, const char *key);
@@ -25,8 +28,45 @@ const char *gw_vol_bad_text(const char *const *names, const char *const *values)
  * (name == NULL: the pool itself, project ignored) */
 void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                 void *data);
+/* PATCH of volume `name` on member `m` as `id` with `body` (JSON text; LXD merges its `config` into the volume's,
+ * and a key given as "" is removed) */
+void gw_vol_patch(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project,
+                  const char *body, gw_call_cb cb, void *data);
 /* DELETE of volume `name` on member `m` as `id` */
 void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                    void *data);
+
+/* ---- the checks of a copy or a move, before anything is changed ---- */
+
+/* what is checked, each with the caller's identity, so that every member applies its own access rules: the source
+ * volume on its member, the target pool on the target member, no volume of the target's name there */
+typedef struct st_gw_vol_check_spec_t {
+    const gw_identity_t *id;                       /* the caller's */
+    gw_member_t *src, *dst;                        /* the source volume's member; the member it goes to */
+    const char *src_pool, *src_project, *src_name; /* the source volume */
+    const char *dst_pool, *dst_project, *dst_name; /* the volume to be made */
+    int may_exist;                                 /* 1: a volume of dst_name on dst is not a conflict (a refresh) */
+    int not_moving; /* 1: a source that a running move marked is refused (409), before the target is asked */
+} gw_vol_check_spec_t;
+
+typedef enum {
+    GW_VOL_CHECKED, /* every check holds: `source` is the source volume */
+    GW_VOL_REMOTE,  /* the source is on a remote pool (ceph): every member sees it, LXD does it itself: pass through */
+    GW_VOL_TAKEN,   /* a volume of dst_name exists on dst (and may_exist is 0) */
+    GW_VOL_REFUSED, /* a member refused, or did not answer: the caller gets `status` and `answer` */
+} gw_vol_verdict_t;
+
+/* the outcome; everything is valid only during the callback */
+typedef struct st_gw_vol_checked_t {
+    gw_vol_verdict_t verdict;
+    long status;    /* GW_VOL_REFUSED: the HTTP status to answer (the member's; 502 when it did not answer) */
+    json_t *answer; /* GW_VOL_REFUSED: the body to answer (the member's error, or LXD's envelope of ours) */
+    json_t *source; /* GW_VOL_CHECKED: the source volume (the `metadata` of its member's answer) */
+} gw_vol_checked_t;
+
+typedef void (*gw_vol_check_cb)(void *data, const gw_vol_checked_t *result);
+
+/* runs the checks (everything in `spec` is copied); `cb` is called once, with the first check that failed or all held */
+void gw_vol_check(const gw_vol_check_spec_t *spec, gw_vol_check_cb cb, void *data);
 
 #endif

@@ -62,7 +62,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_req_parse(&f, data, size);
     f.caller.identity = &gw_identities[GW_IDENTITY_GATEWAY];
     f.caller.cert = cert; /* an untrusted caller with a certificate: its token is read */
-    if (gw_enroll_handle(&f.req, &f.caller)) {
+    gw_path_t path;
+    gw_path_parse(&f.req, &path); /* (as the route table asks it: POST /1.0/certificates) */
+    if (path.kind == GW_PATH_CERTIFICATES && h2o_memis(f.req.method.base, f.req.method.len, H2O_STRLIT("POST")) &&
+        gw_enroll_handle(&f.req, &f.caller, &path)) {
         fuzz_backend_answer_all("fuzz: the member does not answer", 0, NULL);
         fuzz_req_check_answered(&f, "gw_enroll_handle");
     }

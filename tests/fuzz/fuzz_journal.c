@@ -12,11 +12,9 @@ static char dir[] = "/dev/shm/gw-fuzz-journal-XXXXXX"; /* tmpfs: fsync is cheap 
 
 static void reset(void)
 {
-    if (fd >= 0)
-        close(fd);
-    fd = -1;
-    json_decref(unfinished);
-    unfinished = NULL;
+    if (J.fd >= 0)
+        close(J.fd);
+    J.fd = -1;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -33,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fclose(fp);
 
     reset();
-    const char *err = gw_journal_open(dir);
+    const char *err = gw_journal_open(dir, NULL);
     FUZZ_CHECK(err == NULL, "gw_journal_open: %s", err);
     json_t *first = gw_journal_unfinished(), *m;
     size_t i;
@@ -50,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(err == NULL, "gw_journal_write: %s", err);
 
     reset();
-    err = gw_journal_open(dir);
+    err = gw_journal_open(dir, NULL);
     FUZZ_CHECK(err == NULL, "gw_journal_open again: %s", err);
     json_t *second = gw_journal_unfinished();
     FUZZ_CHECK(json_array_size(second) == json_array_size(first), "rewritten journal: %zu moves, was %zu", json_array_size(second),

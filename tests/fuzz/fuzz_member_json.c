@@ -8,7 +8,7 @@
  *   3 the token operations searched when a trust token is redeemed (enroll.c on_operations), and token rewriting
  *   4 an LXD event, as the events stream hands it to trust.c (on_event)
  * Contract: no crash, no leak; an answer never makes an untrusted fingerprint trusted by accident (lookup of one the
- * answer does not list stays untrusted).
+ * answer does not list stays untrusted); the kept answer of gw_members_lack_extension is the one the member list gives.
  */
 #include <netdb.h>
 #include "fuzz_req.h"
@@ -31,6 +31,8 @@ static int fuzz_getaddrinfo(const char *node, const char *service, const struct 
 #include "../../gateway/trust.c"
 #undef on_tick
 #include "../../gateway/enroll.c"
+
+#define EXT "cluster_internal_custom_volume_copy"
 
 static h2o_context_t ctx;
 
@@ -57,6 +59,7 @@ static void drop_members(void)
     }
     M.num = 0;
     M.discovery = NULL;
+    members_changed();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -70,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * earlier input's entries into this one's check */
         free_entries(T.entries, T.num);
         T.entries = NULL, T.num = 0;
-        on_certificates(NULL, NULL, 200, json);
+        on_certificates(NULL, NULL, 200, json, NULL);
         fuzz_req_t f;
         fuzz_req_init(&f, H2O_STRLIT("GET"), H2O_STRLIT("/1.0"));
         gw_caller_t caller = {{0}};
@@ -83,22 +86,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 1: {
         if (M.num == 0 && add("https://127.0.0.1:9", "m1") == NULL)
             abort();
-        on_probe(M.list[0], NULL, 200, json);
-        gw_members_lack_extension("cluster_internal_custom_volume_copy");
+        on_probe(M.list[0], NULL, 200, json, NULL);
+        FUZZ_CHECK(gw_members_lack_extension(EXT) == lack_compute(EXT), "the kept extension answer is stale");
         drop_members();
         break;
     }
     case 2:
-        on_discovery(NULL, NULL, 200, json);
+        on_discovery(NULL, NULL, 200, json, NULL);
         fuzz_backend_answer_all("fuzz: no answer", 0, NULL); /* the probes of new members */
-        gw_members_lack_extension("cluster_internal_custom_volume_copy");
+        FUZZ_CHECK(gw_members_lack_extension(EXT) == lack_compute(EXT), "the kept extension answer is stale");
         drop_members();
         break;
     case 3: {
         enroll_t *e = calloc(1, sizeof(*e));
         e->secret = strdup("s3cr3t");
         e->cert_b64 = strdup("MIIB");
-        on_operations(e, NULL, 200, json); /* ends with a refusal (e->req is gone) or a DELETE, answered below */
+        on_answer(e, NULL, 200, json,
+                  NULL); /* (EN_FIND_TOKEN) ends with a refusal (its hold holds nothing) or a DELETE, answered below */
         fuzz_backend_answer_all("fuzz: no answer", 0, NULL);
         if (json != NULL)
             gw_tokens_rewrite(json);

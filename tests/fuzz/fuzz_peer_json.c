@@ -1,12 +1,14 @@
 /*
- * fuzz_peer_json.c: operation messages (gateway/peers.c and operations.c included for their static callbacks). The
+ * fuzz_peer_json.c: operation messages (gateway/peers.c, operations.c and oplist.c included for their static callbacks). The
  * first input byte picks, the rest is JSON:
  *   0 an event on a peer's feed (peers.c on_feed_message: mirrored into the operation list, published to streams)
  *   1 a peer's answer to GET /lxd-gateway/peer (peers.c on_probe)
  *   2 the cluster's GET /1.0/operations answer, merged with this replica's and the mirrored operations
- *     (operations.c merge, ?recursion=1), after the peer went down (gw_ops_mirror_fail)
+ *     (oplist.c merge, ?recursion=1), after the peer went down (gw_ops_mirror_fail)
  * Contract: no crash, no leak; only the peer's own operations are mirrored (ids that start with its tag).
  */
+#include <stdio.h>
+#include <unistd.h>
 #include "fuzz_req.h"
 #include "fuzz_backend.h"
 #include "wsclient.h"
@@ -22,6 +24,7 @@ static gw_wsclient_t *fuzz_ws_open_url(const char *url, const gw_identity_t *id,
 #include "../../gateway/peers.c"
 #undef gw_wsclient_open_url
 #include "../../gateway/operations.c"
+#include "../../gateway/oplist.c"
 
 static h2o_context_t ctx;
 static peer_t peer;
@@ -35,8 +38,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     gw_peers_init(&ctx, &conf, "");
     peer.name = "gw2", peer.url = "https://10.0.0.9:8443";
     memcpy(peer.tag, "89abcdef", 9);
+    h2o_linklist_init_anchor(&peer.forwards);
     P.peers = &peer, P.num = 1;
-    P.tags_file = "/dev/null";
+    /* peers.c writes the tags file atomically (a temporary file renamed over it): never a path that is not ours
+     * (it was /dev/null once, and every fuzz run replaced the machine's /dev/null with a regular file) */
+    static char tags[64];
+    snprintf(tags, sizeof(tags), "/tmp/fuzz_peer_json.%d.tags", (int)getpid());
+    P.tags_file = tags;
     gw_op_start("Moving storage volume", "default", "m1", NULL, NULL, NULL);
     return 0;
 }
@@ -65,9 +73,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(memcmp(H2O_STRUCT_FROM_MEMBER(mirror_t, link, l)->id, peer.tag, 8) == 0, "mirrored another's operation");
         break;
     case 1:
-        on_probe(&peer, NULL, 200, json);
+        on_probe(&peer, NULL, 200, json, NULL);
         peer.self = 0, peer.feed = NULL;
         memcpy(peer.tag, "89abcdef", 9);
+        h2o_linklist_init_anchor(&peer.forwards);
         break;
     case 2: {
         json_t *ev = json_pack("{s:s, s:{s:s, s:s, s:i, s:s}}", "project", "default", "metadata", "id",

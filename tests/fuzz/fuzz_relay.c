@@ -57,7 +57,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_req_init(&f, H2O_STRLIT("GET"), path, strlen(path));
     fuzz_req_header(&f, H2O_STRLIT("upgrade"), H2O_STRLIT("websocket"));
     fuzz_req_header(&f, H2O_STRLIT("sec-websocket-key"), key, strlen(key));
-    FUZZ_CHECK(gw_relay_handle(&f.req) == 1, "the relay did not take its own request");
+    gw_path_t fpath;
+    gw_path_parse(&f.req, &fpath);
+    FUZZ_CHECK(fpath.kind == GW_PATH_OPERATION_WEBSOCKET && gw_relay_handle(&f.req, NULL, &fpath) == 1,
+               "the relay did not take its own request");
     if (!f.final) {
         chan_t *c = r->chans[0];
         FUZZ_CHECK(c != NULL, "no channel");
@@ -74,7 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_req_init(&g, H2O_STRLIT("GET"), extra, strlen(extra));
     fuzz_req_header(&g, H2O_STRLIT("upgrade"), H2O_STRLIT("websocket"));
     fuzz_req_header(&g, H2O_STRLIT("sec-websocket-key"), H2O_STRLIT("dGhlIHNhbXBsZSBub25jZQ=="));
-    if (gw_relay_handle(&g.req)) {
+    gw_path_t gpath;
+    gw_path_parse(&g.req, &gpath); /* (as the route table asks it: for operation websockets only) */
+    if (gpath.kind == GW_PATH_OPERATION_WEBSOCKET && gw_relay_handle(&g.req, NULL, &gpath)) {
         FUZZ_CHECK(g.req.path_normalized.len == 16 + 36 + 10 && memcmp(g.req.path_normalized.base + 16, r->id, 36) == 0,
                    "the relay took %.*s", (int)g.req.path_normalized.len, g.req.path_normalized.base);
     } else {

@@ -15,6 +15,11 @@ int main(int argc, char **argv)
     test_plugins();
     test_plugins_move();
     test_hygiene();
+    test_hold();
+    test_path();
+    test_members();
+    test_log();
+    test_api10();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

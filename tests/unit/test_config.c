@@ -66,8 +66,38 @@ static void good_file(void)
     CHECK(c->log_level == 0);
     CHECK(c->max_request_body == 2ULL << 30);
     CHECK(c->backend_timeout_ms == 90000 && c->stream_timeout_ms == 3600000);
-    CHECK(c->health_interval_ms == 2000); /* default */
+    CHECK(c->health_interval_ms == 2000);  /* default */
+    CHECK(c->server_cache_ttl_ms == 3000); /* default */
     gw_config_free(c);
+}
+
+/* cluster.server_cache_ttl: a duration, and 0 (no cache) too */
+static void server_cache_ttl(void)
+{
+    static const char head[] = "listen: [\"127.0.0.1:8443\"]\n"
+                               "tls: {certificate: @D@/cert.pem, key: @D@/key.pem}\n"
+                               "identity: {certificate: @D@/cert.pem, key: @D@/key.pem}\n"
+                               "state_dir: @T@\n"
+                               "cluster:\n"
+                               "  members: [\"https://127.0.0.11:8443\"]\n"
+                               "  certificate: @D@/cert.pem\n";
+    char yaml[1024], *err;
+    const struct {
+        const char *value;
+        uint64_t ms; /* UINT64_MAX: refused */
+    } cases[] = {{"0", 0}, {"0s", 0}, {"1h", 3600000}, {"500ms", 500}, {"soon", UINT64_MAX}};
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        snprintf(yaml, sizeof(yaml), "%s  server_cache_ttl: %s\n", head, cases[i].value);
+        gw_config_t *c = load(yaml, &err);
+        if (cases[i].ms == UINT64_MAX) {
+            CHECK(c == NULL && err_has(err, "cluster.server_cache_ttl", "line 8"));
+            free(err);
+        } else {
+            CHECK(c != NULL && c->server_cache_ttl_ms == cases[i].ms);
+            if (c != NULL)
+                gw_config_free(c);
+        }
+    }
 }
 
 static void errors_name_key_and_line(void)
@@ -149,6 +179,7 @@ void test_config(void)
     }
     good_file();
     errors_name_key_and_line();
+    server_cache_ttl();
     peers();
     sizes_and_durations();
     char path[512];

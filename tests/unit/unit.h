@@ -24,5 +24,10 @@ void test_tls(void);
 void test_plugins(void);
 void test_plugins_move(void);
 void test_hygiene(void);
+void test_hold(void);
+void test_path(void);
+void test_members(void);
+void test_log(void);
+void test_api10(void);
 
 #endif
