@@ -29,18 +29,22 @@ def member_lxc(node, *args, check=True):
     return sh(["env", f"LXD_DIR={CLUSTER_DIR}/{node}", "LXD_CONF=" + CLUSTER_DIR + "/lxc-conf", "lxc", *args], check=check)
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory):
-    """The gateway under test, with its own state dir and identity, trusted by the cluster."""
-    state = str(tmp_path_factory.mktemp("gw-state"))
+def gateway_instance(state, addr, metrics_addr, cluster_conf=""):
+    """A gateway with its own state dir `state` and identity, trusted by the cluster, listening on `addr` (and serving
+    /metrics on `metrics_addr`); `cluster_conf`: more keys of `cluster:` ("  key: value\n" lines). A generator: yields
+    the running gateway, then stops it, takes its identity and shadows out of the trust store and checks its sanitizer
+    reports."""
     binary = os.environ["LXDGW_BINARY"]
-    sh([binary, "init", "--state-dir", state, "--listen", GW_ADDR, "--member", "https://127.0.0.11:8443",
+    sh([binary, "init", "--state-dir", state, "--listen", addr, "--member", "https://127.0.0.11:8443",
         "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
     fp = sh(["openssl", "x509", "-in", f"{state}/identity.crt", "-noout", "-fingerprint", "-sha256"]).stdout
     member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
-    with open(f"{state}/lxd-gateway.yaml", "a") as f:
-        f.write(f"metrics:\n  listen: {METRICS_ADDR}\n")
-    gw = Gateway(binary, state, GW_ADDR)
+    path = f"{state}/lxd-gateway.yaml"
+    with open(path) as f:
+        conf = f.read()
+    with open(path, "w") as f:
+        f.write(conf.replace("cluster:\n", "cluster:\n" + cluster_conf, 1) + f"metrics:\n  listen: {metrics_addr}\n")
+    gw = Gateway(binary, state, addr)
     gw.start()
     yield gw
     gw.stop()
@@ -52,6 +56,12 @@ def gateway(tmp_path_factory):
             sfp = sh(["openssl", "x509", "-in", os.path.join(shadows, f), "-noout", "-fingerprint", "-sha256"]).stdout
             member_lxc("node1", "config", "trust", "remove", sfp.split("=")[1].strip().replace(":", "").lower()[:12], check=False)
     gw.check_sanitizers()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """The gateway under test, with its own state dir and identity, trusted by the cluster."""
+    yield from gateway_instance(str(tmp_path_factory.mktemp("gw-state")), GW_ADDR, METRICS_ADDR)
 
 
 @pytest.fixture(scope="session")

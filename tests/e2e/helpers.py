@@ -13,11 +13,34 @@ MiB = 1 << 20
 CLUSTER_DIR = os.environ.get("LXDGW_CLUSTER_DIR", "/var/tmp/lxdgw-cluster")
 
 
-def sh(cmd, check=True, input=None, timeout=600, env=None):
+# The longest one client call of the suite may take: a call that never ends (a client that missed its operation's
+# completion on /1.0/events, a member or gateway that never answers) fails within this, naming itself, instead of
+# holding the run for 10 minutes. The slowest legitimate calls (300 MiB file push/pull and image import/export, 1 GiB
+# volume fills, on the sanitizer build of a loaded CI machine) end well within it; a caller that needs more passes
+# timeout=.
+CALL_TIMEOUT = 240
+
+
+def hung(cmd, timeout, e):
+    """The AssertionError for `cmd` not having ended within `timeout` s (e: its subprocess.TimeoutExpired): the command
+    line and the end of what it printed so far."""
+    def tail(out):
+        if isinstance(out, bytes):
+            out = out.decode(errors="replace")
+        return (out or "")[-2000:]
+    return AssertionError(f"HUNG after {timeout} s: {' '.join(cmd)}\nstdout: {tail(e.stdout)}\n"
+                          f"stderr: {tail(e.stderr)}")
+
+
+def sh(cmd, check=True, input=None, timeout=CALL_TIMEOUT, env=None):
     # no input: an empty pipe, never the runner's stdin (`incus storage volume create` reads YAML from a stdin that is
     # not a terminal: a test started from a shell whose stdin had data got "yaml: line 318: ..."; incus 6.0.4 also
     # fails on /dev/null, so not DEVNULL)
-    r = subprocess.run(cmd, capture_output=True, text=True, input="" if input is None else input, timeout=timeout, env=env)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, input="" if input is None else input, timeout=timeout,
+                           env=env)
+    except subprocess.TimeoutExpired as e:
+        raise hung(cmd, timeout, e) from None
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
     return r
@@ -121,7 +144,7 @@ class Lxc:
     def __init__(self, conf):
         self.conf = conf
 
-    def run(self, *args, check=True, timeout=600, input=None):
+    def run(self, *args, check=True, timeout=CALL_TIMEOUT, input=None):
         env = dict(os.environ, LXD_CONF=self.conf)
         return sh(["lxc", *args], check=check, timeout=timeout, input=input, env=env)
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import member_lxc
-from helpers import MiB, Gateway, curl, sh, tree_digest, volume_dir
+from helpers import CALL_TIMEOUT, MiB, Gateway, curl, hung, sh, tree_digest, volume_dir
 from test_copy import fill, volumes
 
 NODES = ("node1", "node2", "node3")
@@ -267,9 +267,13 @@ def test_restricted_client_cannot_see_the_other_replicas_operation_of_another_pr
         member_lxc("node1", "config", "trust", "remove", fingerprint(rcert)[:12], check=False)
 
 
-def run_incus(incus, *args, timeout=600):
-    return subprocess.run(["incus", *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, INCUS_CONF=incus.conf))
+def run_incus(incus, *args, timeout=CALL_TIMEOUT):
+    cmd = ["incus", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, INCUS_CONF=incus.conf))
+    except subprocess.TimeoutExpired as e:
+        raise hung(cmd, timeout, e) from None
 
 
 def post_move_via(incus, remote, name, target):
@@ -281,6 +285,11 @@ def post_move_via(incus, remote, name, target):
     answer = json.loads(r.stdout)
     assert answer["type"] == "async", answer
     return answer["metadata"]["id"]
+
+
+# how LXD 5.0.2 itself words a migration that failed on a loaded machine (seen without any gateway, tests/baseline/)
+LXD_TRANSFER_ERROR = re.compile(r"Error transferring storage volume|websocket: bad handshake|i/o timeout|"
+                                r"Operation not found|Failed to connect migration")
 
 
 def sources(n, prefix):
@@ -300,33 +309,50 @@ def test_parallel_copies_and_moves_through_haproxy(deployment, env, incus, lxc, 
     time.sleep(1)
     gws = list(deployment.replicas.values())
     before = {g.addr: (metric(g, "lxd_gateway_requests_total"), metric(g, "lxd_gateway_single_calls_total")) for g in gws}
-    owners, waited = {}, {}
+    owners, waited, lxd_failed = {}, {}, {}
+
+    def failed(name, err):
+        """A copy or move that failed. Only on a loaded machine (LXDGW_LOADED_RUN=1: the issue's runs under stress-ng)
+        may it be LXD's own transfer failing, which the baseline shows without any gateway (tests/baseline/: its
+        migration source gives up 10 s after it was made): counted, and its volume checked below. A hang never is."""
+        if os.environ.get("LXDGW_LOADED_RUN") == "1" and LXD_TRANSFER_ERROR.search(err or ""):
+            lxd_failed[name] = err.strip()
+        else:
+            raise AssertionError(f"{name}: {err}")
 
     def move_cross(name):
         op_id = post_move_via(incus, "ha", name, "node3")
         owners[name] = deployment.owner(op_id)
         other = deployment.other(owners[name])
-        r = run_incus(incus, "query", f"{other}:/1.0/operations/{op_id}/wait?timeout=300")
+        r = run_incus(incus, "query", f"{other}:/1.0/operations/{op_id}/wait?timeout=300", timeout=330)
         assert r.returncode == 0, r.stderr
         waited[name] = (op_id, other, json.loads(r.stdout))
+        if waited[name][2]["status"] != "Success":
+            failed(name, waited[name][2]["err"])
 
     def incus_copy(name):
         r = run_incus(incus, "storage", "volume", "copy", f"ha:pool1/{name}", f"ha:pool1/{name}-copy", "--target", "node1",
                       "--destination-target", "node2")
-        assert r.returncode == 0, r.stderr
+        if r.returncode != 0:
+            failed(name, r.stderr)
 
     def incus_move(name):
         r = run_incus(incus, "storage", "volume", "move", f"ha:pool1/{name}", f"ha:pool1/{name}", "--target", "node1",
                       "--destination-target", "node3")
-        assert r.returncode == 0, r.stderr
+        if r.returncode != 0:
+            failed(name, r.stderr)
 
     def lxc_copy(name):
-        lxc.run("storage", "volume", "copy", f"ha:pool1/{name}", f"ha:pool1/{name}-copy", "--target", "node1",
-                "--destination-target", "node2")
+        r = lxc.run("storage", "volume", "copy", f"ha:pool1/{name}", f"ha:pool1/{name}-copy", "--target", "node1",
+                    "--destination-target", "node2", check=False)
+        if r.returncode != 0:
+            failed(name, r.stderr)
 
     def lxc_move(name):
-        lxc.run("storage", "volume", "move", f"ha:pool1/{name}", f"ha:pool1/{name}", "--target", "node1",
-                "--destination-target", "node3")
+        r = lxc.run("storage", "volume", "move", f"ha:pool1/{name}", f"ha:pool1/{name}", "--target", "node1",
+                    "--destination-target", "node3", check=False)
+        if r.returncode != 0:
+            failed(name, r.stderr)
 
     jobs = [(incus_copy, v) for v in sources(n, "r-c")] + [(move_cross, v) for v in sources(n, "r-m")] + \
         [(incus_move, v) for v in sources(3, "r-im")] + [(lxc_copy, v) for v in sources(3, "r-lc")] + \
@@ -338,7 +364,8 @@ def test_parallel_copies_and_moves_through_haproxy(deployment, env, incus, lxc, 
         during = {g.addr: metric(g, "lxd_gateway_requests_total") for g in gws}
         for fut in futures:
             fut.result()
-    print(f"{len(jobs)} copies and moves through HAProxy in {time.time() - started:.1f} s")
+    print(f"{len(jobs)} copies and moves through HAProxy in {time.time() - started:.1f} s; failed in LXD under load: "
+          f"{len(lxd_failed)} {lxd_failed}")
     after = {g.addr: (metric(g, "lxd_gateway_requests_total"), metric(g, "lxd_gateway_single_calls_total")) for g in gws}
     for g in gws:  # both replicas served, and their counters moved while the run went on
         assert before[g.addr][0] < during[g.addr] < after[g.addr][0], (before, during, after)
@@ -346,7 +373,7 @@ def test_parallel_copies_and_moves_through_haproxy(deployment, env, incus, lxc, 
     assert set(owners.values()) == set(deployment.replicas), owners  # round-robin: both replicas ran moves
 
     for name, (op_id, other, op) in waited.items():
-        assert op["status"] == "Success" and op["id"] == op_id and other != owners[name], op
+        assert op["status"] in ("Success", "Failure") and op["id"] == op_id and other != owners[name], op
     # every operation of the run: the moves the replicas ran, and the copies (the members' operations) that the
     # audit logs name for each POST of a volume into the collection
     followed = {waited[v][0]: v for v in waited}
@@ -357,17 +384,26 @@ def test_parallel_copies_and_moves_through_haproxy(deployment, env, incus, lxc, 
                 if a["method"] == "POST" and a["path"].startswith("/1.0/storage-pools/pool1/volumes/custom?") and a["operation"]:
                     followed[a["operation"]] = "copy " + a["path"]
     assert len(followed) >= 2 * n + 3, followed
-    deadline = time.time() + 10
-    while time.time() < deadline and not all("Success" in m.statuses(op) for m in monitors.values() for op in followed):
+    def ended(statuses):
+        return any(s in ("Success", "Failure", "Cancelled") for s in statuses)
+
+    deadline = time.time() + 15
+    while time.time() < deadline and not all(ended(m.statuses(op)) for m in monitors.values() for op in followed):
         time.sleep(0.2)
     for name, mon in monitors.items():
         mon.stop()
-        missing = [what for op, what in followed.items() if "Success" not in mon.statuses(op)]
-        assert not missing, f"a client listening on {name} saw no Success event for {missing}"
+        missing = [what for op, what in followed.items() if not ended(mon.statuses(op))]
+        assert not missing, f"a client listening on {name} never saw the end of {missing}"
+        if not lxd_failed:
+            missing = [what for op, what in followed.items() if "Success" not in mon.statuses(op)]
+            assert not missing, f"a client listening on {name} saw no Success event for {missing}"
 
     on = {node: volumes(node) for node in NODES}
     for name, digest in made.items():
-        if name.startswith(("r-c", "r-lc")):
+        if name in lxd_failed:  # the transfer failed: the source is intact where it was, or moved whole
+            holders = [node for node in NODES if name in on[node]]
+            assert len(holders) == 1 and tree_digest(volume_dir(holders[0], name)) == digest, (name, holders)
+        elif name.startswith(("r-c", "r-lc")):
             assert name in on["node1"] and tree_digest(volume_dir("node2", name + "-copy")) == digest, name
         else:
             assert name not in on["node1"] and tree_digest(volume_dir("node3", name)) == digest, name
@@ -401,7 +437,8 @@ def test_killed_replica_moves_finished_or_rolled_back(deployment, env, incus, cl
         owner = "gw-a" if name in mine else "gw-b"
         ops[name] = post_move_via(incus, owner, name, "node3")
         assert deployment.owner(ops[name]) == owner
-        waits[name] = pool.submit(run_incus, incus, "query", f"gw-b:/1.0/operations/{ops[name]}/wait?timeout=300")
+        waits[name] = pool.submit(run_incus, incus, "query", f"gw-b:/1.0/operations/{ops[name]}/wait?timeout=300",
+                                  timeout=330)
     victim.wait_log("msg=\"paused for a test\" step=transferred", timeout=120)
     victim.kill()
     killed_at = time.time()

@@ -12,6 +12,7 @@ LXD 5.0.2 facts these tests rely on (seen on the test cluster, see the report of
 - project names may contain a comma.
 """
 import base64
+import concurrent.futures
 import datetime
 import http.client
 import json
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import CLUSTER_DIR, member_lxc
+from conftest import CLUSTER_DIR, METRICS_ADDR, member_lxc
 from helpers import curl, sh
 
 DIRECT = "https://127.0.0.11:8443"
@@ -342,6 +343,34 @@ def test_drifted_shadow_entry_is_repaired(gateway, restricted):
             restore(before, keep=own_shadows(gateway))
 
 
+# ---- 1b. TLS sessions toward members are resumed, each by its own identity ----
+
+def resumed_handshakes():
+    text = sh(["curl", "-s", "--max-time", "5", f"http://{METRICS_ADDR}/metrics"]).stdout
+    return sum(int(line.split()[-1]) for line in text.splitlines()
+               if line.startswith('lxd_gateway_member_tls_handshakes_total{resumed="true"}'))
+
+
+def test_resumed_member_sessions_stay_with_their_identity(gateway, restricted, env):
+    """A resumed TLS session carries the client certificate the member authenticated: the admin identity's sessions
+    must never serve the restricted client's shadow, nor the reverse. Bursts of parallel requests open new member
+    connections (they resume), the admin's burst first each time; every answer is the caller's own view."""
+    crt, key = restricted("tb-resume", ["p1"])
+    admin = (env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+    path = "/1.0/projects"
+    want = {who: gist(path, *call(DIRECT, "GET", path, *pair)) for who, pair in (("admin", admin), ("restricted", (crt, key)))}
+    assert want["admin"] != want["restricted"], want
+    before = resumed_handshakes()
+    problems = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        for burst in (4, 8, 12):
+            for who, pair in (("admin", admin), ("restricted", (crt, key))):
+                answers = list(pool.map(lambda _: gist(path, *call(gateway.url, "GET", path, *pair)), range(burst)))
+                problems += [(who, burst, a) for a in answers if a != want[who]]
+    assert not problems, problems[:5]
+    assert resumed_handshakes() > before, "no member session was resumed: the test proves nothing"
+
+
 # ---- 2. expired and not-yet-valid client certificates ----
 
 def test_expired_certificate_has_no_rights(gateway, expiring):
@@ -351,6 +380,38 @@ def test_expired_certificate_has_no_rights(gateway, expiring):
         d, g = call(DIRECT, "GET", path, crt, key), call(gateway.url, "GET", path, crt, key)
         assert gist(path, *d) != (200, "auth=trusted"), "LXD itself still trusts the expired certificate"
         assert gist(path, *g) == gist(path, *d), (path, "direct", gist(path, *d), "gateway", gist(path, *g))
+
+
+def test_certificate_that_expires_during_a_connection_loses_its_rights_on_it(gateway, certdir):
+    """The gateway reads a connection's certificate once (its fingerprint and validity period), but judges the period
+    on every request: a keep-alive connection opened while the certificate was valid is untrusted once it expired."""
+    not_after = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=12)
+    crt, key = make_cert(certdir, "expires-midway", not_after=not_after)
+    member_lxc("node1", "config", "trust", "add", crt, "--name", "tb-expires-midway")
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.load_cert_chain(crt, key)
+        conn = http.client.HTTPSConnection(*HOST_GW, context=ctx, timeout=CALL_TIMEOUT)
+
+        def auth():
+            conn.request("GET", "/1.0")
+            return json.loads(conn.getresponse().read())["metadata"]["auth"]
+
+        # one connection, kept busy (an idle one would be closed) until just before the certificate expires; the
+        # gateway's trust mirror learns of the new entry meanwhile
+        answers = [auth()]
+        sock = conn.sock
+        while time.time() < not_after.timestamp() - 1.5:
+            time.sleep(0.5)
+            answers.append(auth())
+        assert answers[-1] == "trusted", f"the certificate was not trusted before it expired: {answers}"
+        time.sleep(max(0.0, not_after.timestamp() + 1.5 - time.time()))
+        assert auth() == "untrusted", "an expired certificate kept its rights on a connection opened before"
+        assert conn.sock is sock, "the answers came on more than one connection: the test proves nothing"
+        conn.close()
+    finally:
+        admin_remove(fingerprint(crt))
 
 
 @pytest.fixture(scope="module")
