@@ -302,7 +302,7 @@ def test_member_killed_during_the_transfer(gateway, env, incus, victim):
         assert where("v-mv-kill") == ["node1"]
         assert tree_digest(src) == digest
         assert volumes("node1")["v-mv-kill"][0].get("user.owner") == "e2e"
-        assert f"move={op_id} outcome=rolled-back" in gateway.logtext()
+        gateway.wait_log(f"move={op_id} outcome=rolled-back", timeout=15)  # written once the member has answered
     finally:
         for n in NODES:
             member_lxc(n, "storage", "volume", "delete", "pool1", "v-mv-kill", "--target", n, check=False)
