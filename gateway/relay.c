@@ -2,12 +2,14 @@
  * relay.c: see relay.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <h2o.h>
 #include <h2o/http1.h>
-#include "hold.h"
 #include "log.h"
 #include "lxd.h"
 #include "relay.h"
@@ -31,17 +33,23 @@ struct st_gw_relay_t {
     h2o_linklist_t link; /* in relays */
 };
 
-/* one websocket: the target's connection to us, joined to ours to the source. malloc'd: it outlives the target's
- * upgrade request (it becomes the joined pair); freed by chan_end, also when the target goes before its 101 */
+/* one websocket: the target's connection to us, joined to ours to the source. The target's upgrade is answered at once
+ * (101): LXD's migration sink gives its whole websocket dial 5 s (lxd/migrate.go, HandshakeTimeout), and dialling the
+ * source before answering spent that time twice on a busy machine (a CI run: a transfer failed with "i/o timeout" on
+ * the target's dial of the relay). The source is dialled meanwhile; the target's bytes wait in its socket, unread,
+ * until both sides are up. malloc'd: it outlives the target's request; freed by chan_end */
 struct st_chan_t {
-    gw_relay_t *relay;
-    gw_hold_t hold;            /* the target's upgrade request, until answered (101, or an error) */
+    gw_relay_t *relay;         /* NULL once ended */
     h2o_http1client_t *client; /* our upgrade request to the source, in flight */
     h2o_iovec_t upreq;         /* its text */
-    h2o_socket_t *sock[2];     /* [0] the target's, [1] the source's, once both are upgraded */
-    h2o_socket_t *up;          /* the source's, before the target's is upgraded */
+    char accept[32];           /* the Sec-WebSocket-Accept for the target's key: the source's answer must carry it too */
+    h2o_socket_t *target;      /* the target's, once upgraded (until joined) */
+    h2o_socket_t *up;          /* the source's, once upgraded (until joined) */
+    h2o_socket_t *sock[2];     /* [0] the target's, [1] the source's, once joined */
     int upgrading;             /* the 101 is being written (h2o_http1_upgrade): h2o calls on_upgraded with us later */
     int ended;                 /* chan_end came while upgrading: on_upgraded frees us */
+    h2o_timeout_entry_t delay; /* test hook LXDGW_TEST_RELAY_DIAL_DELAY_MS: the dial of the source waits in it */
+    h2o_url_t src;             /* (what that dial needs) */
 };
 
 static struct {
@@ -132,22 +140,23 @@ json_t *gw_relay_secrets(gw_relay_t *r)
 static void chan_end(chan_t *c)
 {
     gw_relay_t *r = c->relay;
-    for (size_t i = 0; i != MAX_CHANNELS; ++i)
-        if (r->chans[i] == c)
-            r->chans[i] = NULL;
-    h2o_req_t *req = gw_hold_take(&c->hold);
+    if (r != NULL)
+        for (size_t i = 0; i != MAX_CHANNELS; ++i)
+            if (r->chans[i] == c)
+                r->chans[i] = NULL;
     if (c->client != NULL)
         h2o_http1client_cancel(c->client);
-    if (req != NULL)
-        gw_lxd_send_error(req, 502, "The migration source is gone");
-    if (c->up != NULL)
-        h2o_socket_close(c->up);
-    c->up = NULL;
-    for (size_t i = 0; i != 2; ++i)
-        if (c->sock[i] != NULL)
-            h2o_socket_close(c->sock[i]);
+    c->client = NULL;
+    if (h2o_timeout_is_linked(&c->delay))
+        h2o_timeout_unlink(&c->delay);
+    h2o_socket_t **socks[] = {&c->target, &c->up, &c->sock[0], &c->sock[1]};
+    for (size_t i = 0; i != sizeof(socks) / sizeof(socks[0]); ++i) {
+        if (*socks[i] != NULL)
+            h2o_socket_close(*socks[i]);
+        *socks[i] = NULL;
+    }
     c->relay = NULL;
-    if (c->upgrading) { /* (a cancel while the 101 goes out: h2o still owns a pointer to us) */
+    if (c->upgrading) { /* (an end while the 101 goes out: h2o still owns a pointer to us) */
         c->ended = 1;
         return;
     }
@@ -184,33 +193,42 @@ static void pipe_on_read(h2o_socket_t *sock, const char *err)
     h2o_socket_write(sock == c->sock[0] ? c->sock[1] : c->sock[0], &buf, 1, pipe_on_written);
 }
 
-/* the target's side is upgraded: join the two */
+/* both sides are upgraded: bytes flow each way */
+static void join(chan_t *c)
+{
+    c->sock[0] = c->target;
+    c->sock[1] = c->up;
+    c->target = c->up = NULL;
+    c->sock[0]->data = c->sock[1]->data = c;
+    for (size_t i = 0; i != 2; ++i) {
+        if (c->sock[i]->input->size != 0)
+            pipe_on_read(c->sock[i], NULL);
+        else
+            h2o_socket_read_start(c->sock[i], pipe_on_read);
+    }
+}
+
+/* the target's side is upgraded (its 101 written) */
 static void on_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
 {
     chan_t *c = data;
     c->upgrading = 0;
-    if (c->ended) { /* the relay was closed meanwhile (a cancel) */
+    if (c->ended) { /* ended meanwhile (a cancel, or the source refused) */
         if (sock != NULL)
             h2o_socket_close(sock);
         free(c->upreq.base);
         free(c);
         return;
     }
-    if (sock == NULL) {
+    if (sock == NULL) { /* the target left */
         chan_end(c);
         return;
     }
     h2o_buffer_consume(&sock->input, reqsize);
-    c->sock[0] = sock;
-    c->sock[1] = c->up;
-    c->up = NULL;
-    for (size_t i = 0; i != 2; ++i) {
-        c->sock[i]->data = c;
-        if (c->sock[i]->input->size != 0)
-            pipe_on_read(c->sock[i], NULL);
-        else
-            h2o_socket_read_start(c->sock[i], pipe_on_read);
-    }
+    c->target = sock;
+    sock->data = c;
+    if (c->up != NULL)
+        join(c);
 }
 
 static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
@@ -219,29 +237,26 @@ static h2o_http1client_body_cb on_up_head(h2o_http1client_t *client, const char 
     chan_t *c = client->data;
     (void)minor_version, (void)msg;
     c->client = NULL;
-    h2o_req_t *req = gw_hold_take(&c->hold); /* answered here, one way or the other (held: see on_target_gone) */
-    if (status != 101 || req == NULL) {
-        if (req != NULL)
-            gw_lxd_send_error(req, status >= 400 ? status : 502, "The migration source refused the connection: %s",
-                              errstr != NULL ? errstr : "not upgraded");
-        chan_end(c);
-        return NULL;
-    }
-    /* our key was the target's: the source's accept value is the one the target expects. Copied before the socket
-     * is taken over: the headers point into its input buffer, which consuming the head may free */
-    h2o_iovec_t accept = h2o_strdup(&req->pool, "", 0);
+    int accepted = 0; /* the source answered the target's own key, as it would have answered the target */
     for (size_t i = 0; i != num_headers; ++i)
         if (h2o_lcstris(headers[i].name->base, headers[i].name->len, H2O_STRLIT("sec-websocket-accept")))
-            accept = h2o_strdup(&req->pool, headers[i].value.base, headers[i].value.len);
+            accepted = h2o_memis(headers[i].value.base, headers[i].value.len, c->accept, strlen(c->accept));
+    if (status != 101 || !accepted) {
+        char code[16];
+        snprintf(code, sizeof(code), "%d", status);
+        gw_log(GW_LOG_WARN, "migration source refused a relay connection", "relay", c->relay->id, "status", code, "err",
+               errstr != NULL  ? errstr
+               : status != 101 ? "not upgraded"
+                               : "wrong websocket accept",
+               NULL);
+        chan_end(c); /* the target's connection closes: its transfer fails, as it would have natively */
+        return NULL;
+    }
     c->up = h2o_http1client_steal_socket(client);
     h2o_buffer_consume(&c->up->input, rlen);
     c->up->data = c;
-    req->res.status = 101;
-    req->res.reason = "Switching Protocols";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept.base, accept.len);
-    c->upgrading = 1;
-    h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
+    if (c->target != NULL)
+        join(c);
     return NULL;
 }
 
@@ -251,6 +266,7 @@ static h2o_http1client_head_cb on_up_connect(h2o_http1client_t *client, const ch
     chan_t *c = client->data;
     if (errstr != NULL) {
         c->client = NULL;
+        gw_log(GW_LOG_WARN, "migration source unreachable for a relay connection", "relay", c->relay->id, "err", errstr, NULL);
         chan_end(c);
         return NULL;
     }
@@ -260,10 +276,34 @@ static h2o_http1client_head_cb on_up_connect(h2o_http1client_t *client, const ch
     return on_up_head;
 }
 
-/* the target left before its upgrade was answered: our connection to the source goes too */
-static void on_target_gone(gw_hold_t *hold)
+static void dial(chan_t *c)
 {
-    chan_end(H2O_STRUCT_FROM_MEMBER(chan_t, hold, hold));
+    h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&c->relay->who->client_ctx, c->src.host,
+                            h2o_url_get_port(&c->src), 1, on_up_connect);
+}
+
+/* test hook: LXDGW_TEST_RELAY_DIAL_DELAY_MS=<ms> dials every source that much later (a slow member, on demand) */
+static struct {
+    int init;
+    h2o_timeout_t timeout;
+} Delay;
+
+static void on_delayed(h2o_timeout_entry_t *entry)
+{
+    dial(H2O_STRUCT_FROM_MEMBER(chan_t, delay, entry));
+}
+
+/* RFC 6455 4.2.2: base64(SHA-1(key + GUID)); `out` has room for 29 bytes */
+static void websocket_accept(h2o_iovec_t key, char *out)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char md[SHA_DIGEST_LENGTH];
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    if (sha == NULL || !EVP_DigestInit_ex(sha, EVP_sha1(), NULL) || !EVP_DigestUpdate(sha, key.base, key.len) ||
+        !EVP_DigestUpdate(sha, guid, sizeof(guid) - 1) || !EVP_DigestFinal_ex(sha, md, NULL))
+        abort();
+    EVP_MD_CTX_free(sha);
+    h2o_base64_encode(out, md, sizeof(md), 0);
 }
 
 /* the secret's name in `r` ("control", "fs"), or NULL */
@@ -302,21 +342,37 @@ int gw_relay_handle(h2o_req_t *req, const struct st_gw_caller_t *caller, const g
         gw_lxd_send_error(req, 403, "not authorized");
         return 1;
     }
+    h2o_iovec_t ws_key = req->headers.entries[key].value;
     chan_t *c = calloc(1, sizeof(*c));
     c->relay = r;
     r->chans[slot] = c;
-    gw_hold_attach(&c->hold, req, on_target_gone);
+    websocket_accept(ws_key, c->accept);
     char *src_path;
     if (asprintf(&src_path, "/1.0/operations/%s/websocket?secret=%s", r->op, json_string_value(json_object_get(r->secrets, name))) <
         0)
         abort();
-    c->upreq = gw_wsclient_upgrade_request(src_path, r->src->authority, req->headers.entries[key].value);
+    c->upreq = gw_wsclient_upgrade_request(src_path, r->src->authority, ws_key);
     free(src_path);
-    h2o_url_t url;
-    h2o_url_parse(r->src->url, SIZE_MAX, &url);
+    h2o_url_parse(r->src->url, SIZE_MAX, &c->src);
     gw_member_note(req, r->src);
-    h2o_http1client_connect(&c->client, c, (h2o_http1client_ctx_t *)&r->who->client_ctx, url.host, h2o_url_get_port(&url), 1,
-                            on_up_connect);
+    req->res.status = 101;
+    req->res.reason = "Switching Protocols";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, c->accept, strlen(c->accept));
+    h2o_loop_t *loop = req->conn != NULL ? req->conn->ctx->loop : NULL; /* (for the test hook; no conn: fuzzing) */
+    c->upgrading = 1; /* first: whatever ends the channel from here on leaves the freeing to on_upgraded */
+    h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
+    c->delay.cb = on_delayed;
+    if (!Delay.init) {
+        const char *ms = getenv("LXDGW_TEST_RELAY_DIAL_DELAY_MS");
+        if (ms != NULL && strtoull(ms, NULL, 10) != 0)
+            h2o_timeout_init(loop, &Delay.timeout, strtoull(ms, NULL, 10));
+        Delay.init = 1;
+    }
+    if (Delay.timeout.timeout != 0)
+        h2o_timeout_link(loop, &Delay.timeout, &c->delay);
+    else
+        dial(c);
     return 1;
 }
 
