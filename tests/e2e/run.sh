@@ -20,6 +20,6 @@ for bin in "$@"; do
     bash "$cluster" settle # a previous run's crash tests must not leave a half-recovered cluster behind
     echo "=== e2e with $bin"
     bash "$cluster" exec env LXDGW_BINARY="$bin" LXDGW_TOP="$top" \
-        /usr/bin/python3 -m pytest -p no:cacheprovider -q -x "$here" || rc=1
+        /usr/bin/python3 -m pytest -p no:cacheprovider -q -x --durations=25 "$here" || rc=1
 done
 exit $rc
