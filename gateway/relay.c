@@ -46,6 +46,8 @@ struct st_chan_t {
     h2o_socket_t *target;      /* the target's, once upgraded (until joined) */
     h2o_socket_t *up;          /* the source's, once upgraded (until joined) */
     h2o_socket_t *sock[2];     /* [0] the target's, [1] the source's, once joined */
+    h2o_buffer_t *out[2];      /* out[i]: bytes read from sock[i], being written to the other side (empty: no write out) */
+    int eof[2];                /* sock[i] ended: the channel ends once out[i] is written */
     int upgrading;             /* the 101 is being written (h2o_http1_upgrade): h2o calls on_upgraded with us later */
     int ended;                 /* chan_end came while upgrading: on_upgraded frees us */
     h2o_timeout_entry_t delay; /* test hook LXDGW_TEST_RELAY_DIAL_DELAY_MS: the dial of the source waits in it */
@@ -155,6 +157,9 @@ static void chan_end(chan_t *c)
             h2o_socket_close(*socks[i]);
         *socks[i] = NULL;
     }
+    for (size_t i = 0; i != 2; ++i)
+        if (c->out[i] != NULL)
+            h2o_buffer_dispose(&c->out[i]);
     c->relay = NULL;
     if (c->upgrading) { /* (an end while the 101 goes out: h2o still owns a pointer to us) */
         c->ended = 1;
@@ -165,32 +170,61 @@ static void chan_end(chan_t *c)
 }
 
 static void pipe_on_read(h2o_socket_t *sock, const char *err);
+static void pipe_on_written(h2o_socket_t *dst, const char *err);
+
+/* what sock[i] has read goes to the other side: its input buffer becomes out[i] (no copy), written from there; reading
+ * goes on into a fresh buffer meanwhile */
+static void forward(chan_t *c, size_t i)
+{
+    h2o_buffer_t *spare = c->out[i];
+    c->out[i] = c->sock[i]->input;
+    c->sock[i]->input = spare;
+    c->relay->bytes += c->out[i]->size;
+    h2o_iovec_t buf = h2o_iovec_init(c->out[i]->bytes, c->out[i]->size);
+    h2o_socket_write(c->sock[1 - i], &buf, 1, pipe_on_written);
+}
 
 static void pipe_on_written(h2o_socket_t *dst, const char *err)
 {
     chan_t *c = dst->data;
-    h2o_socket_t *src = dst == c->sock[0] ? c->sock[1] : c->sock[0];
+    size_t i = dst == c->sock[0] ? 1 : 0; /* the direction whose bytes were written */
     if (err != NULL) {
         chan_end(c);
         return;
     }
-    h2o_buffer_consume(&src->input, src->input->size);
-    h2o_socket_read_start(src, pipe_on_read);
+    h2o_buffer_consume(&c->out[i], c->out[i]->size);
+    if (c->sock[i]->input->size != 0)
+        forward(c, i); /* what was read meanwhile */
+    if (c->eof[i]) {
+        if (c->out[i]->size == 0)
+            chan_end(c); /* its side ended and all it sent is written: the other side ends too */
+        return;
+    }
+    h2o_socket_read_start(c->sock[i], pipe_on_read);
 }
 
+/* Each direction holds at most two reads' worth: one being written (out[i]), one read meanwhile (then reading stops
+ * until the write is done), so a slow side slows the other down, as TCP would */
 static void pipe_on_read(h2o_socket_t *sock, const char *err)
 {
     chan_t *c = sock->data;
-    if (err != NULL) { /* one side ended: the other one must too */
-        chan_end(c);
+    size_t i = sock == c->sock[0] ? 0 : 1;
+    if (err != NULL) { /* this side ended: the other one must too, once what it sent is written */
+        h2o_socket_read_stop(sock);
+        c->eof[i] = 1;
+        if (sock->input->size != 0 && c->out[i]->size == 0)
+            forward(c, i);
+        if (c->out[i]->size == 0)
+            chan_end(c);
         return;
     }
     if (sock->input->size == 0)
         return;
-    h2o_socket_read_stop(sock); /* until its bytes are written to the other side */
-    c->relay->bytes += sock->input->size;
-    h2o_iovec_t buf = h2o_iovec_init(sock->input->bytes, sock->input->size);
-    h2o_socket_write(sock == c->sock[0] ? c->sock[1] : c->sock[0], &buf, 1, pipe_on_written);
+    if (c->out[i]->size != 0) {
+        h2o_socket_read_stop(sock); /* a write is out: what was read waits for it */
+        return;
+    }
+    forward(c, i);
 }
 
 /* both sides are upgraded: bytes flow each way */
@@ -200,12 +234,13 @@ static void join(chan_t *c)
     c->sock[1] = c->up;
     c->target = c->up = NULL;
     c->sock[0]->data = c->sock[1]->data = c;
-    for (size_t i = 0; i != 2; ++i) {
-        if (c->sock[i]->input->size != 0)
+    for (size_t i = 0; i != 2; ++i)
+        h2o_buffer_init(&c->out[i], &h2o_socket_buffer_prototype);
+    for (size_t i = 0; i != 2; ++i)
+        h2o_socket_read_start(c->sock[i], pipe_on_read);
+    for (size_t i = 0; i != 2; ++i)
+        if (c->sock[i]->input->size != 0) /* bytes that came with an upgrade (a write, never an end: no chan_end here) */
             pipe_on_read(c->sock[i], NULL);
-        else
-            h2o_socket_read_start(c->sock[i], pipe_on_read);
-    }
 }
 
 /* the target's side is upgraded (its 101 written) */
