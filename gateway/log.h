@@ -43,6 +43,9 @@ void gw_log_audit(const char *fingerprint, const char *identity, const char *met
                   const char *operation);
 /* formats a number for a key/value pair; returns a pointer into a small rotating buffer (valid for a few calls) */
 const char *gw_log_num(long long v);
+/* formats `v` in decimal at the end of `buf` (GW_LOG_NUM_SIZE bytes) without printf; returns where it starts */
+#define GW_LOG_NUM_SIZE 24 /* bytes: "-9223372036854775808" and its NUL fit */
+char *gw_log_fmt_num(char *buf, long long v);
 
 #define gw_debug(...) (gw_log_level <= GW_LOG_DEBUG ? gw_log(GW_LOG_DEBUG, __VA_ARGS__) : (void)0)
 
