@@ -2,6 +2,7 @@
  * members.c: member list, discovery and health (see members.h).
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <string.h>
 #include "log.h"
@@ -165,6 +166,25 @@ h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id)
         h2o_socketpool_set_timeout(*slot, M.ctx->loop, POOL_IDLE_MS);
     }
     return *slot;
+}
+
+/* lib/common/socketpool.c of h2o 2.2.5, as far as needed: what `_shared.sockets` links (its header says so, the
+ * struct is private to that file) */
+struct h2o_pool_entry_225 {
+    h2o_socket_export_t sockinfo;
+    h2o_linklist_t link;
+    uint64_t added_at; /* h2o_now() when returned to the pool, ms */
+};
+
+int gw_member_pool_has_live(h2o_socketpool_t *pool)
+{
+    if (h2o_linklist_is_empty(&pool->_shared.sockets)) /* (one thread: the mutex guards nothing here) */
+        return 0;
+    struct h2o_pool_entry_225 *e = H2O_STRUCT_FROM_MEMBER(struct h2o_pool_entry_225, link, pool->_shared.sockets.next);
+    if (pool->timeout != UINT64_MAX && e->added_at + pool->timeout <= h2o_now(M.ctx->loop))
+        return 0; /* h2o drops it first, and may then connect anew */
+    char c;
+    return recv(e->sockinfo.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == -1 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 static void set_healthy(gw_member_t *m, int healthy, const char *why)

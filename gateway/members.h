@@ -59,6 +59,10 @@ gw_member_t *gw_members_find(const char *name);
 gw_member_t *gw_members_usable(const char *name);
 /* the socket pool of `m` for identity `id` (created on first use; owned by the identity) */
 h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id);
+/* 1 if the next connection h2o's socketpool hands out from `pool` is an idle one that is alive (not past the pool's
+ * idle timeout, and the member has not closed it: the peek h2o itself makes), so taking it cannot fail; 0 if taking
+ * from the pool would open a new connection or find a dead one. Takes nothing out of the pool. */
+int gw_member_pool_has_live(h2o_socketpool_t *pool);
 /* records that `m` serves `req` (for the access log); copied into the request's pool, as a member's name can
  * change (a seed is renamed when discovery names it) while the request is in flight */
 void gw_member_note(h2o_req_t *req, const gw_member_t *m);

@@ -108,6 +108,12 @@ static void try_next(pass_t *p)
         return;
     }
     p->pool = gw_member_pool(p->member, p->id);
+    if (gw_member_pool_has_live(p->pool)) { /* h2o's proxy takes that connection: nothing to try first */
+        forward(p);
+        return;
+    }
+    /* a new connection (or a dead one replaced): made here first, so that a member that cannot be reached is skipped
+     * for the next one instead of answering 502 */
     h2o_context_t *ctx = gw_hold_req(&p->hold)->conn->ctx;
     h2o_socketpool_connect(&p->connect, p->pool, ctx->loop, &ctx->receivers.hostinfo_getaddr, on_connect, p);
 }
