@@ -12,7 +12,7 @@
 #   lxc:   a fresh `lxc` process per command (a full TLS handshake each): `lxc list` and `lxc storage volume list
 #          pool1`, 50 times each, interleaved direct / HAProxy / gateway: total wall time of each.
 #   Push:  `lxc file push` of 1 GiB, directly and through the gateway; and `lxc image import` of a 1 GiB unified
-#          image tarball. Through the gateway, sampled every 50 ms (bench/sample.py): its peak RssAnon and the most
+#          image tarball. Two rounds, alternating, each after `sync`; wall time ratio of the best of each. Through the gateway, sampled every 50 ms (bench/sample.py): its peak RssAnon and the most
 #          body bytes it held at once (its spill files, unlinked ones included, plus its anonymous memory's growth).
 #   Copy:  a 1 GiB custom volume from node1 to node2: the single call through the gateway (`incus`, which uses the
 #          extension the gateway adds) against the 3-call path run directly against the members (`lxc` 5.0.2);
@@ -24,7 +24,7 @@
 #
 # Knobs (defaults: the full run): BENCH_CONCURRENCY (16), BENCH_SECONDS (10 per load run), BENCH_SCALE ("1 16 128"),
 # BENCH_LXC_RUNS (50), BENCH_PUSH_MIB (1024), BENCH_IMAGE_MIB (1024), BENCH_COPY_MIB (1024), BENCH_IDLE_STREAMS
-# (1000), BENCH_PARTS (all of "api lxc push image copy idle"; a subset for a quick look), LXDGW_KEEP_CLUSTER=1.
+# (1000), BENCH_ROUNDS (2: push and image), BENCH_PARTS (all of "api lxc push image copy idle"; a subset for a quick look), LXDGW_KEEP_CLUSTER=1.
 # The cluster is the one tests/cluster/cluster.sh runs for LXDGW_NETNS / LXDGW_CLUSTER_DIR (scripts/common.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../scripts/common.sh
@@ -37,6 +37,7 @@ PUSH_MIB=${BENCH_PUSH_MIB:-1024}
 IMAGE_MIB=${BENCH_IMAGE_MIB:-1024}
 COPY_MIB=${BENCH_COPY_MIB:-1024}
 IDLE=${BENCH_IDLE_STREAMS:-1000}
+ROUNDS=${BENCH_ROUNDS:-2} # rounds of the push and image rows, alternating direct and gateway (the best of each)
 PARTS=${BENCH_PARTS:-api lxc push image copy idle}
 out="$top/build/bench"
 mkdir -p "$out"
@@ -225,7 +226,20 @@ sampled() {
         failed="$failed $sec"
         return 1
     fi
-    echo "$sec through the gateway: $(elapsed "$t0" "$t1") s; $line (KiB)"
+    sampled_s=$(elapsed "$t0" "$t1")
+    echo "$sec through the gateway: $sampled_s s; $line (KiB)"
+}
+min() { awk -v a="$1" -v b="$2" 'BEGIN{print (a == "" || b + 0 < a + 0) ? b : a}'; }
+# after rounds of sampled SEC: the best wall time of each side, the worst memory of the gateway's rounds (sampled
+# wrote each round's numbers; table.py takes a key's last line)
+best_of_rounds() {
+    local sec=$1 direct=$2 gw=$3
+    awk -v p="$sec.gateway." 'index($1, p) == 1 && $1 != p "seconds" { if (!($1 in m) || $2 + 0 > m[$1]) m[$1] = $2 }
+        END { for (k in m) print k, m[k] }' "$out/results.txt" >"$out/$sec.worst"
+    cat "$out/$sec.worst" >>"$out/results.txt"
+    res "$sec.direct.seconds" "$direct"
+    [ -z "$gw" ] || res "$sec.gateway.seconds" "$gw"
+    echo "$sec: best of $ROUNDS rounds: direct $direct s, through the gateway ${gw:-FAILED} s"
 }
 
 # ---- 1 GiB file push, directly and through the gateway, into one container --------------------------------------
@@ -235,12 +249,24 @@ if part push; then
     nsx timeout 300 lxc launch direct:busybox direct:bench-c1 --target node1 >"$out/launch.log" 2>&1 ||
         die "launch: $(cat "$out/launch.log")"
     head -c $((PUSH_MIB << 20)) /dev/urandom >"$out/push.bin"
-    t0=$(now)
-    nsx timeout 900 lxc file push -q "$out/push.bin" direct:bench-c1/root/direct.bin || die "direct push failed"
-    t1=$(now)
-    res push.direct.seconds "$(elapsed "$t0" "$t1")"
-    echo "push direct: $(elapsed "$t0" "$t1") s"
-    sampled push nsx timeout 900 lxc file push -q "$out/push.bin" gw:bench-c1/root/gw.bin || true
+    best_direct="" best_gw=""
+    for round in $(seq "$ROUNDS"); do
+        # each push starts with nothing of the other's left to write back (the first run of this bench timed the
+        # gateway's push while the direct push's GiB was being written to disk: 1.51x; with sync, 1.05x)
+        nsx timeout 120 lxc file delete direct:bench-c1/root/push.bin >/dev/null 2>&1 || true
+        sync
+        t0=$(now)
+        nsx timeout 900 lxc file push -q "$out/push.bin" direct:bench-c1/root/push.bin || die "direct push failed"
+        t1=$(now)
+        best_direct=$(min "$best_direct" "$(elapsed "$t0" "$t1")")
+        echo "push direct: $(elapsed "$t0" "$t1") s"
+        nsx timeout 120 lxc file delete direct:bench-c1/root/push.bin >/dev/null || die "delete the pushed file"
+        sync
+        if sampled push nsx timeout 900 lxc file push -q "$out/push.bin" gw:bench-c1/root/push.bin; then
+            best_gw=$(min "$best_gw" "$sampled_s")
+        fi
+    done
+    best_of_rounds push "$best_direct" "$best_gw"
     rm -f "$out/push.bin"
     nsx timeout 120 lxc delete -f direct:bench-c1 >/dev/null || die "delete bench-c1"
 fi
@@ -260,16 +286,23 @@ if part image; then
     rm -rf "$out/image"
     [ "$(stat -c %s "$out/image.tar")" -le $((IMAGE_MIB << 20)) ] || die "the image tarball is over $IMAGE_MIB MiB"
     fp=$(sha256sum "$out/image.tar" | cut -c1-64)
-    t0=$(now)
-    nsx timeout 900 lxc image import "$out/image.tar" direct: >/dev/null || die "direct image import failed"
-    t1=$(now)
-    res image.direct.seconds "$(elapsed "$t0" "$t1")"
-    echo "image import direct: $(elapsed "$t0" "$t1") s"
-    nsx timeout 120 lxc image delete "direct:$fp" || die "image delete"
-    if sampled image nsx timeout 900 lxc image import "$out/image.tar" gw:; then
-        nsx timeout 120 lxc image info "direct:$fp" >/dev/null || die "the image imported through the gateway is not there"
+    best_direct="" best_gw=""
+    for round in $(seq "$ROUNDS"); do
+        sync
+        t0=$(now)
+        nsx timeout 900 lxc image import "$out/image.tar" direct: >/dev/null || die "direct image import failed"
+        t1=$(now)
+        best_direct=$(min "$best_direct" "$(elapsed "$t0" "$t1")")
+        echo "image import direct: $(elapsed "$t0" "$t1") s"
         nsx timeout 120 lxc image delete "direct:$fp" || die "image delete"
-    fi
+        sync
+        if sampled image nsx timeout 900 lxc image import "$out/image.tar" gw:; then
+            best_gw=$(min "$best_gw" "$sampled_s")
+            nsx timeout 120 lxc image info "direct:$fp" >/dev/null || die "the image imported through the gateway is not there"
+            nsx timeout 120 lxc image delete "direct:$fp" || die "image delete"
+        fi
+    done
+    best_of_rounds image "$best_direct" "$best_gw"
     fp=""
     rm -f "$out/image.tar"
 fi
