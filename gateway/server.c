@@ -31,8 +31,6 @@
 #include "trust.h"
 #include "upload.h"
 
-#define SOCKET_BUFFER (64u << 10) /* bytes a socket read buffer starts with (see gw_server_init) */
-
 static void remember(h2o_req_t *req, const char *key, size_t key_len, const char *value)
 {
     *h2o_req_getenv(req, key, key_len, 1) = h2o_strdup(&req->pool, value, strlen(value));
@@ -325,11 +323,6 @@ const char *gw_server_init(gw_server_t *srv, const gw_config_t *conf, h2o_evloop
         srv->metrics_hosts[0] = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("lxd-gateway-metrics")), 65535);
         h2o_create_handler(h2o_config_register_path(srv->metrics_hosts[0], "/", 0), sizeof(h2o_handler_t))->on_req = on_metrics;
     }
-    /* every socket's read buffer starts at SOCKET_BUFFER bytes instead of h2o's 8 KiB: h2o frees a buffer read empty
-     * and reads the next bytes into a new one, doubling it (and copying what it holds) as it fills, so a stream of
-     * TLS records paid a copy per doubling; with 64 KiB a 1 GiB upload took 26% less CPU (3 alternating runs:
-     * 385 -> 283 ticks). Below glibc's mmap threshold, and h2o keeps 16 freed ones for reuse (1 MiB). */
-    h2o_socket_buffer_prototype._initial_buf.capacity = SOCKET_BUFFER;
     h2o_context_init(&srv->ctx, loop, &srv->h2o);
     h2o_context_init(&srv->ctx_untrusted, loop, &srv->h2o_untrusted);
     h2o_timeout_init(loop, &srv->handshake_timeout, srv->h2o.handshake_timeout);
