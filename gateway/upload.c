@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 #include <h2o.h>
 #include <h2o/http1.h>
-#include "linger.h"
 #include "upload.h"
 
 #define SCAN_MS                                                                                                                    \
@@ -266,7 +265,6 @@ static void on_end(h2o_timeout_entry_t *entry)
     if (!reading(u))
         return;
     u->req->http1_is_persistent = 0;       /* what the client still sends is not a next request: the connection closes */
-    gw_linger_close(U.ctx->loop, c->sock); /* after the answer, which the client must get even while it sends */
     if (u->stopped) {
         u->stopped = 0;
         h2o_socket_read_start(c->sock, u->h2o_read);
