@@ -24,7 +24,6 @@
 #include "tls.h"
 #include "tokens.h"
 #include "trust.h"
-#include "upload.h"
 
 #define READY_WAIT_MS 10000 /* the longest the gateway waits to know the cluster before it listens */
 
@@ -73,7 +72,6 @@ static void run_once(h2o_evloop_t *loop, int32_t max_ms)
     int32_t wait = gw_backend_wait_ms();
     h2o_evloop_run(loop, wait < max_ms ? wait : max_ms);
     gw_backend_run_timers();
-    gw_upload_after_turn();
 }
 
 static void usage(FILE *fp)

@@ -7,9 +7,7 @@
 #include <h2o/http1.h>
 #include "upload.h"
 
-#define SCAN_MS                                                                                                                    \
-    10 /* how often requests with a body being read are looked for (a body read meanwhile stays in h2o);                           \
-          only while one is, or after the loop woke for something else (see on_scan) */
+#define SCAN_MS 10 /* how often requests with a body being read are looked for (a body read meanwhile stays in h2o) */
 #define RCVBUF                                                                                                                     \
     (1u << 20) /* the kernel's receive buffer of a followed connection: what h2o reads at one go (h2o reads                        \
                   until the socket is empty, into buffers that double) stays near it */
@@ -97,7 +95,6 @@ static struct {
     h2o_timeout_t zero_timeout; /* 0 ms: "on the next turn of the loop" */
     h2o_linklist_t followed;    /* of gw_upload_t */
     gw_upload_t *in_h2o;        /* the follower whose request is in h2o's own reader now; NULL when it went meanwhile */
-    int scanned;                /* a scan ran in this turn of the loop (see gw_upload_after_turn) */
 } U;
 
 static gw_upload_t *of_conn(struct h1_conn *c)
@@ -264,7 +261,7 @@ static void on_end(h2o_timeout_entry_t *entry)
     h2o_buffer_t *in = c->sock->input;
     if (!reading(u))
         return;
-    u->req->http1_is_persistent = 0;       /* what the client still sends is not a next request: the connection closes */
+    u->req->http1_is_persistent = 0; /* what the client still sends is not a next request: the connection closes */
     if (u->stopped) {
         u->stopped = 0;
         h2o_socket_read_start(c->sock, u->h2o_read);
@@ -419,11 +416,10 @@ void *gw_upload_data(const gw_upload_t *u)
 
 static int scan_one(h2o_req_t *req, void *data)
 {
+    (void)data;
     struct h1_conn *c = conn_of(req);
     if (c == NULL || req->conn->hosts != U.hosts)
         return 0;
-    if (c->reader != NULL)
-        ++*(size_t *)data; /* a body is being read: the scan goes on */
     /* .base: the connection's bytes_read at the last scan, in the request's pool; NULL until the request is offered */
     h2o_iovec_t *seen = h2o_req_getenv(req, H2O_STRLIT("gw.upload"), 1);
     if (seen->base == NULL) {
@@ -446,23 +442,7 @@ static int scan_one(h2o_req_t *req, void *data)
 static void on_scan(h2o_timeout_entry_t *entry)
 {
     (void)entry;
-    size_t reading_bodies = 0;
-    H2O_HTTP1_CALLBACKS.foreach_request(U.ctx, scan_one, &reading_bodies);
-    U.scanned = 1;
-    if (reading_bodies != 0)
-        h2o_timeout_link(U.ctx->loop, &U.scan_timeout, &U.scan);
-    /* else dormant: no body is being read, so nothing grows in h2o's buffers until bytes come, which wakes the loop
-     * (gw_upload_after_turn) */
-}
-
-void gw_upload_after_turn(void)
-{
-    if (U.ctx == NULL || h2o_timeout_is_linked(&U.scan))
-        return;
-    if (U.scanned) { /* this turn was the dormant scan's own: waking for it again would scan forever */
-        U.scanned = 0;
-        return;
-    }
+    H2O_HTTP1_CALLBACKS.foreach_request(U.ctx, scan_one, NULL);
     h2o_timeout_link(U.ctx->loop, &U.scan_timeout, &U.scan);
 }
 

@@ -39,10 +39,6 @@ typedef void (*gw_upload_cb)(void *data);
 /* scans `ctx`'s HTTP/1 connections bound to `hosts` every SCAN_MS and offers each request with a body being read,
  * once, when h2o holds at least `min_body` bytes of it */
 void gw_upload_init(h2o_context_t *ctx, h2o_hostconf_t **hosts, size_t min_body, gw_upload_offer_cb offer);
-/* called after each turn of the event loop: a scan that found no body being read stopped its timer (an idle gateway
- * does not wake SCAN_MS after SCAN_MS); a turn that did something else (bytes came: maybe a new request's head)
- * arms it again, so a body is found within SCAN_MS of the turn that read its first bytes, as before */
-void gw_upload_after_turn(void);
 /* follows req's body from now on (req: one offered right now); NULL when the request cannot be followed. The
  * follower lives in the request's pool and goes with the request. A Content-Length below `min_body` is not followed;
  * `max_body`: bytes of body allowed in all */
