@@ -168,6 +168,10 @@ h2o_socketpool_t *gw_member_pool(gw_member_t *m, const gw_identity_t *id)
     return *slot;
 }
 
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "members.c mirrors a private structure of h2o 2.2 (lib/common/socketpool.c); check it against this version"
+#endif
+
 /* lib/common/socketpool.c of h2o 2.2.5, as far as needed: what `_shared.sockets` links (its header says so, the
  * struct is private to that file) */
 struct h2o_pool_entry_225 {
