@@ -12,7 +12,8 @@
 #   lxc:   a fresh `lxc` process per command (a full TLS handshake each): `lxc list` and `lxc storage volume list
 #          pool1`, 50 times each, interleaved direct / HAProxy / gateway: total wall time of each.
 #   Push:  `lxc file push` of 1 GiB, directly and through the gateway; and `lxc image import` of a 1 GiB unified
-#          image tarball. Two rounds, alternating, each after `sync`; wall time ratio of the best of each. Through the gateway, sampled every 50 ms (bench/sample.py): its peak RssAnon and the most
+#          image tarball. Two rounds, alternating, each after `sync`; wall time ratio of the best of each. Through
+#          the gateway, sampled every 50 ms (bench/sample.py): its peak RssAnon and the most
 #          body bytes it held at once (its spill files, unlinked ones included, plus its anonymous memory's growth).
 #   Copy:  a 1 GiB custom volume from node1 to node2: the single call through the gateway (`incus`, which uses the
 #          extension the gateway adds) against the 3-call path run directly against the members (`lxc` 5.0.2);
@@ -24,7 +25,8 @@
 #
 # Knobs (defaults: the full run): BENCH_CONCURRENCY (16), BENCH_SECONDS (10 per load run), BENCH_SCALE ("1 16 128"),
 # BENCH_LXC_RUNS (50), BENCH_PUSH_MIB (1024), BENCH_IMAGE_MIB (1024), BENCH_COPY_MIB (1024), BENCH_IDLE_STREAMS
-# (1000), BENCH_ROUNDS (2: push and image), BENCH_PARTS (all of "api lxc push image copy idle"; a subset for a quick look), LXDGW_KEEP_CLUSTER=1.
+# (1000), BENCH_ROUNDS (2: push and image), BENCH_PARTS (all of "api lxc push image copy idle"; a subset for a quick
+# look), LXDGW_KEEP_CLUSTER=1.
 # The cluster is the one tests/cluster/cluster.sh runs for LXDGW_NETNS / LXDGW_CLUSTER_DIR (scripts/common.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../scripts/common.sh

@@ -235,8 +235,10 @@ class MemberLog:
             if event.get("type") == "logging":
                 found.append(event["metadata"])
 
-    def count(self, message, **context):
-        return sum(1 for e in self.entries()
+    @staticmethod
+    def count(entries, message, **context):
+        """How many of `entries` (one read of entries()) carry `message` and every `context` key with that value."""
+        return sum(1 for e in entries
                    if e["message"] == message and all(e.get("context", {}).get(k) == v for k, v in context.items()))
 
     def close(self):
@@ -261,8 +263,11 @@ def transferring_crash(crashable, env):
         assert rec and rec[-1]["transfer_op"], journal_lines(crashable.state)
         op = wait_member_op_ended("node2", rec[-1]["transfer_op"])
         deadline = time.time() + 60
-        while (node2.count("CreateCustomVolumeFromMigration started", volName="v-ms") >
-               node2.count("CreateCustomVolumeFromMigration finished", volName="v-ms")):
+        while True:
+            log = node2.entries()
+            if (MemberLog.count(log, "CreateCustomVolumeFromMigration started", volName="v-ms") <=
+                    MemberLog.count(log, "CreateCustomVolumeFromMigration finished", volName="v-ms")):
+                break
             assert time.time() < deadline, "LXD's sink on node2 still receiving v-ms 60 s after its operation ended"
             time.sleep(0.2)
     finally:
