@@ -24,6 +24,7 @@
 #include "tls.h"
 #include "tokens.h"
 #include "trust.h"
+#include "upload.h"
 
 #define READY_WAIT_MS 10000 /* the longest the gateway waits to know the cluster before it listens */
 
@@ -72,6 +73,7 @@ static void run_once(h2o_evloop_t *loop, int32_t max_ms)
     int32_t wait = gw_backend_wait_ms();
     h2o_evloop_run(loop, wait < max_ms ? wait : max_ms);
     gw_backend_run_timers();
+    gw_upload_after_turn(); /* a request body that began in this turn is followed before the next read */
 }
 
 static void usage(FILE *fp)

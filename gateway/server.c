@@ -377,6 +377,7 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
             return;
         }
     }
+    gw_upload_accepted(sock);
     h2o_http1_accept(ctx, sock, connected_at);
 }
 

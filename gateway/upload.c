@@ -7,10 +7,9 @@
 #include <h2o/http1.h>
 #include "upload.h"
 
-#define SCAN_MS 10 /* how often requests with a body being read are looked for (a body read meanwhile stays in h2o) */
 #define RCVBUF                                                                                                                     \
-    (1u << 20) /* the kernel's receive buffer of a followed connection: what h2o reads at one go (h2o reads                        \
-                  until the socket is empty, into buffers that double) stays near it */
+    (1u << 20) /* the kernel's receive buffer of a client's HTTP/1 connection (see gw_upload_accepted): what h2o reads at          \
+                  one go (until the socket is empty, into buffers that double) stays near twice it */
 
 #if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
 #error "upload.c mirrors private structures of h2o 2.2 (lib/http1.c); check them against this version"
@@ -90,8 +89,6 @@ static struct {
     h2o_hostconf_t **hosts; /* the connections scanned are those of these hosts (not the metrics listener's) */
     size_t min_body;        /* a request is offered once h2o holds this many bytes of it (head included) */
     gw_upload_offer_cb offer;
-    h2o_timeout_t scan_timeout;
-    h2o_timeout_entry_t scan;
     h2o_timeout_t zero_timeout; /* 0 ms: "on the next turn of the loop" */
     h2o_linklist_t followed;    /* of gw_upload_t */
     gw_upload_t *in_h2o;        /* the follower whose request is in h2o's own reader now; NULL when it went meanwhile */
@@ -348,9 +345,6 @@ gw_upload_t *gw_upload_follow(h2o_req_t *req, uint64_t min_body, uint64_t max_bo
     u->end.cb = on_end;
     h2o_linklist_insert(&U.followed, &u->link);
     c->reader->handle_incoming_entity = on_entity; /* from the next bytes read on */
-    int fd = h2o_socket_get_fd(c->sock), rcvbuf = RCVBUF;
-    if (fd != -1)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     return u;
 }
 
@@ -414,36 +408,43 @@ void *gw_upload_data(const gw_upload_t *u)
     return u->data;
 }
 
+/* one HTTP/1 request of the context: offered once it reads a body and h2o holds `min_body` bytes of it; a body read
+ * whole (not followed) gets h2o's request timeout as an idle timeout, not one over the body */
 static int scan_one(h2o_req_t *req, void *data)
 {
     (void)data;
-    struct h1_conn *c = conn_of(req);
-    if (c == NULL || req->conn->hosts != U.hosts)
+    struct h1_conn *c = (void *)req->conn;
+    if (&c->req != req || c->reader == NULL || c->reader->handle_incoming_entity == on_entity)
+        return 0; /* (quick) no body being read, or one followed already */
+    if ((c = conn_of(req)) == NULL || req->conn->hosts != U.hosts)
         return 0;
-    /* .base: the connection's bytes_read at the last scan, in the request's pool; NULL until the request is offered */
+    /* .base: the size of h2o's input buffer at the last look, in the request's pool; NULL until the request is offered */
     h2o_iovec_t *seen = h2o_req_getenv(req, H2O_STRLIT("gw.upload"), 1);
     if (seen->base == NULL) {
-        if (c->sock->input->size < U.min_body) {
-            seen->base = NULL; /* not yet: a short body h2o reads whole as always (the plugins read theirs) */
-            return 0;
-        }
+        if (c->sock->input->size < U.min_body)
+            return 0; /* not yet: a short body h2o reads whole as always (the plugins read theirs) */
         *seen = h2o_iovec_init(h2o_mem_alloc_pool(&req->pool, sizeof(size_t)), sizeof(size_t));
-        *(size_t *)seen->base = c->sock->bytes_read;
+        *(size_t *)seen->base = c->sock->input->size;
         U.offer(req);
-    } else if (*(size_t *)seen->base != c->sock->bytes_read && c->timeout != NULL) {
-        /* a body read whole (not followed) also gets h2o's request timeout as an idle timeout, not one over the body */
-        *(size_t *)seen->base = c->sock->bytes_read;
+    } else if (*(size_t *)seen->base != c->sock->input->size && c->timeout != NULL) {
+        *(size_t *)seen->base = c->sock->input->size; /* grows until the body is whole (decoded in place when chunked) */
         h2o_timeout_unlink(&c->timeout_entry);
         h2o_timeout_link(U.ctx->loop, c->timeout, &c->timeout_entry);
     }
     return 0;
 }
 
-static void on_scan(h2o_timeout_entry_t *entry)
+void gw_upload_after_turn(void)
 {
-    (void)entry;
-    H2O_HTTP1_CALLBACKS.foreach_request(U.ctx, scan_one, NULL);
-    h2o_timeout_link(U.ctx->loop, &U.scan_timeout, &U.scan);
+    if (U.ctx != NULL)
+        H2O_HTTP1_CALLBACKS.foreach_request(U.ctx, scan_one, NULL);
+}
+
+void gw_upload_accepted(h2o_socket_t *sock)
+{
+    int fd = h2o_socket_get_fd(sock), rcvbuf = RCVBUF;
+    if (fd != -1)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 }
 
 void gw_upload_init(h2o_context_t *ctx, h2o_hostconf_t **hosts, size_t min_body, gw_upload_offer_cb offer)
@@ -453,8 +454,5 @@ void gw_upload_init(h2o_context_t *ctx, h2o_hostconf_t **hosts, size_t min_body,
     U.min_body = min_body;
     U.offer = offer;
     h2o_linklist_init_anchor(&U.followed);
-    h2o_timeout_init(ctx->loop, &U.scan_timeout, SCAN_MS);
     h2o_timeout_init(ctx->loop, &U.zero_timeout, 0);
-    U.scan.cb = on_scan;
-    h2o_timeout_link(ctx->loop, &U.scan_timeout, &U.scan);
 }

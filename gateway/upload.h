@@ -3,12 +3,15 @@
  *
  * h2o 2.2.5 calls a handler only once a request's body was read whole, and keeps all of it (in memory, spilling to
  * an unlinked file past 32 MiB); a 1 GiB `lxc file push` thus sat whole in the gateway before a byte reached LXD.
- * This module finds, every SCAN_MS, each HTTP/1.1 request of a context whose body is being read, offers it to the
+ * This module looks, after every turn of the event loop, for each HTTP/1.1 request of a context whose body is being
+ * read, offers it to the
  * gateway (`gw_upload_offer_cb`: the request flow decides, from the head alone, whether it would pass it through
  * unchanged), and for a request taken follows the body: what h2o reads is moved out of its input buffer into the
  * follower's window, which its consumer empties (gw_upload_read). When the window holds GW_UPLOAD_WINDOW bytes,
  * reading from the client stops until the consumer has taken half of them: the client is held to the member's pace,
- * and the gateway never holds more than the window (plus what one scan interval lets in) of a body.
+ * and the gateway never holds more than the window (plus what one read lets in) of a body. One read is bounded by the
+ * kernel's receive buffer, which is set small on every client connection (gw_upload_accepted): a gateway that was not
+ * scheduled for a while finds no more than that waiting, where the kernel's own tuning lets it grow to tens of MiB.
  *
  * When h2o has read the last byte it calls the handler as always, with `req->entity` holding the bytes of the body
  * not moved yet; the consumer then calls gw_upload_complete. Nothing about the request differs for the handler.
@@ -36,9 +39,13 @@ typedef void (*gw_upload_offer_cb)(h2o_req_t *req);
 /* the follower has something for its consumer: bytes in the window, the body complete, or the body failed */
 typedef void (*gw_upload_cb)(void *data);
 
-/* scans `ctx`'s HTTP/1 connections bound to `hosts` every SCAN_MS and offers each request with a body being read,
- * once, when h2o holds at least `min_body` bytes of it */
+/* makes the module look at `ctx`'s HTTP/1 connections bound to `hosts` (gw_upload_after_turn) and offer each request
+ * with a body being read, once, when h2o holds at least `min_body` bytes of it */
 void gw_upload_init(h2o_context_t *ctx, h2o_hostconf_t **hosts, size_t min_body, gw_upload_offer_cb offer);
+/* after each turn of the event loop: the look (cheap for a connection reading no body) */
+void gw_upload_after_turn(void);
+/* a client's connection, before h2o's HTTP/1 reads from it: its receive buffer gets the bound one read relies on */
+void gw_upload_accepted(h2o_socket_t *sock);
 /* follows req's body from now on (req: one offered right now); NULL when the request cannot be followed. The
  * follower lives in the request's pool and goes with the request. A Content-Length below `min_body` is not followed;
  * `max_body`: bytes of body allowed in all */
