@@ -3,6 +3,7 @@
  */
 #include <stdint.h>
 #include "api10.h"
+#include "linger.h"
 #include "members.h"
 #include "metrics.h"
 #include "metrics_page.h"
@@ -58,6 +59,12 @@ char *gw_metrics_page_text(void)
         "lxd_gateway_api10_requests_total{result=\"miss\"} %zu\n"
         "lxd_gateway_api10_requests_total{result=\"uncached\"} %zu\n",
         hits, misses, uncached);
+    gw_metrics_add(&t,
+                   "# HELP lxd_gateway_lingering_connections Client connections closed after an early answer, still read "
+                   "until the client closes (at most 5 s).\n"
+                   "# TYPE lxd_gateway_lingering_connections gauge\n"
+                   "lxd_gateway_lingering_connections %zu\n",
+                   gw_linger_count());
     uint64_t age = gw_trust_age_ms();
     gw_metrics_add(&t,
                    "# HELP lxd_gateway_trust_mirror_age_seconds Age of the gateway's copy of the trust store (-1: never read).\n"

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <h2o.h>
 #include <h2o/http1.h>
+#include "linger.h"
 #include "upload.h"
 
 #define RCVBUF                                                                                                                     \
@@ -258,7 +259,8 @@ static void on_end(h2o_timeout_entry_t *entry)
     h2o_buffer_t *in = c->sock->input;
     if (!reading(u))
         return;
-    u->req->http1_is_persistent = 0; /* what the client still sends is not a next request: the connection closes */
+    u->req->http1_is_persistent = 0;       /* what the client still sends is not a next request: the connection closes */
+    gw_linger_close(U.ctx->loop, c->sock); /* after the answer, which the client must get even while it sends */
     if (u->stopped) {
         u->stopped = 0;
         h2o_socket_read_start(c->sock, u->h2o_read);

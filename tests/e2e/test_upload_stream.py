@@ -2,6 +2,7 @@
 window of the body, never the whole of it, and a member that dies mid-upload ends the upload with an error."""
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -135,6 +136,14 @@ def test_member_killed_mid_upload_ends_it_with_an_error(gateway, env, tmp_path):
     assert "gw-killed" not in {v["name"] for v in json.loads(r.stdout)}
 
 
+def lingering(metrics_url):
+    """lxd_gateway_lingering_connections of the gateway's /metrics."""
+    text = sh(["curl", "-s", "--max-time", "10", metrics_url]).stdout
+    found = re.search(r"^lxd_gateway_lingering_connections (\d+)$", text, re.M)
+    assert found, text[-2000:]
+    return int(found.group(1))
+
+
 def test_chunked_body_over_the_limit_is_ended_there(gateway, env, tmp_path):
     """A chunked body (its length unknown at its head) that goes over `limits.max_request_body` is ended at the
     limit: the client gets LXD's envelope with 413 at once, not after sending the rest. (An image import: LXD reads
@@ -162,6 +171,12 @@ def test_chunked_body_over_the_limit_is_ended_there(gateway, env, tmp_path):
         assert code == "413", (code, body, r.stderr)
         assert json.loads(body)["error_code"] == 413, body
         assert took < 8, f"the over-long body was read for {took:.1f} s (16 s at this rate)"
+        # the connection lingered past h2o's close (so that the 413 is not lost to a reset while curl still sent):
+        # the gateway lets it go once curl closed, and never keeps it past GW_LINGER_MS (5 s)
+        deadline = time.time() + 10
+        while lingering("http://127.0.0.1:9445/metrics") != 0 and time.time() < deadline:
+            time.sleep(0.2)
+        assert lingering("http://127.0.0.1:9445/metrics") == 0, "a lingering connection was kept past 5 s"
     finally:
         gw.stop()
         gw.check_sanitizers()
