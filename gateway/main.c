@@ -12,6 +12,7 @@
 #include "eventstream.h"
 #include "identity.h"
 #include "init.h"
+#include "linger.h"
 #include "log.h"
 #include "operations.h"
 #include "members.h"
@@ -191,7 +192,8 @@ static int run(const char *config_path)
     uint64_t drain_by = h2o_now(loop) + conf->drain_timeout_ms;
     size_t n = gw_ops_running();
     gw_log(GW_LOG_INFO, "stopping", "running_operations", gw_log_num((long long)n), NULL);
-    while (n != 0 && stop_requested < 2 && h2o_now(loop) < drain_by) {
+    /* (a connection answered early is given its lingering close too: exiting would reset it under the answer) */
+    while ((n != 0 || gw_linger_count() != 0) && stop_requested < 2 && h2o_now(loop) < drain_by) {
         run_once(loop, 100);
         n = gw_ops_running();
     }

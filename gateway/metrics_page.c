@@ -60,8 +60,8 @@ char *gw_metrics_page_text(void)
         "lxd_gateway_api10_requests_total{result=\"uncached\"} %zu\n",
         hits, misses, uncached);
     gw_metrics_add(&t,
-                   "# HELP lxd_gateway_lingering_connections Client connections closed after an early answer, still read "
-                   "until the client closes (at most 5 s).\n"
+                   "# HELP lxd_gateway_lingering_connections Client connections answered early (before their whole body was "
+                   "read): being answered, or read and dropped until the client closes (at most 5 s after the answer).\n"
                    "# TYPE lxd_gateway_lingering_connections gauge\n"
                    "lxd_gateway_lingering_connections %zu\n",
                    gw_linger_count());
