@@ -167,20 +167,15 @@ static int run_h2o(gw_upload_t *u)
     return alive;
 }
 
-/* moves what h2o holds of the body into the window, as far as it fits; returns 0 when the request went meanwhile or
- * the handler has it now */
-static int drain(gw_upload_t *u)
+/* moves what h2o holds of the body, short of its end, into the window, as far as it fits (for a Content-Length: the
+ * caller saw that less than the rest is here) */
+static void move(gw_upload_t *u)
 {
     struct h1_conn *c = u->conn;
     h2o_buffer_t *in = c->sock->input;
     if (!u->chunked) {
         struct h1_cl_reader *r = (void *)u->reader;
-        size_t avail = in->size - u->head_len; /* may go past the body: a pipelined next request */
-        if (avail >= r->content_length) {      /* the rest is here: h2o hands the request to the handler */
-            run_h2o(u);
-            return 0; /* h2o has it now (even when the handler has not taken the body yet): nothing more to do */
-        }
-        size_t n = take(u, in->bytes + u->head_len, avail);
+        size_t n = take(u, in->bytes + u->head_len, in->size - u->head_len);
         memmove(in->bytes + u->head_len, in->bytes + u->head_len + n, in->size - u->head_len - n);
         in->size -= n;
         r->content_length -= n;
@@ -192,22 +187,41 @@ static int drain(gw_upload_t *u)
         in->size -= n;
         r->prev_input_size -= n;
     }
+}
+
+/* moves what h2o holds of the body into the window, as far as it fits; returns 0 when the request went meanwhile or
+ * the handler has it now */
+static int drain(gw_upload_t *u)
+{
+    if (!u->chunked) {
+        size_t avail = u->conn->sock->input->size - u->head_len;           /* may go past the body: a pipelined next request */
+        if (avail >= ((struct h1_cl_reader *)u->reader)->content_length) { /* the rest is here: h2o hands it over */
+            run_h2o(u);
+            return 0; /* h2o has it now (even when the handler has not taken the body yet): nothing more to do */
+        }
+    }
+    move(u);
     return 1;
 }
 
-/* after bytes were taken: the client is held while h2o still has bytes the window could not take, heard again
- * (the timeout) otherwise, and the consumer told */
-static void progress(gw_upload_t *u)
+/* the client is held while h2o still has bytes of the body the window could not take */
+static void hold(gw_upload_t *u)
 {
     struct h1_conn *c = u->conn;
-    if (!reading(u))
-        return;
     size_t left =
         u->chunked ? ((struct h1_chunked_reader *)u->reader)->prev_input_size - c->reqsize : c->sock->input->size - u->head_len;
     if (left != 0 && !u->stopped) {
         u->stopped = 1;
         h2o_socket_read_stop(c->sock);
     }
+}
+
+/* after bytes were taken: the client is held (see hold) or heard again (the timeout), and the consumer told */
+static void progress(gw_upload_t *u)
+{
+    if (!reading(u))
+        return;
+    hold(u);
     rearm(u);
     u->cb(u->data);
 }
@@ -347,6 +361,12 @@ gw_upload_t *gw_upload_follow(h2o_req_t *req, uint64_t min_body, uint64_t max_bo
     u->end.cb = on_end;
     h2o_linklist_insert(&U.followed, &u->link);
     c->reader->handle_incoming_entity = on_entity; /* from the next bytes read on */
+    /* what h2o holds already goes into the window now, not at the next read: h2o's buffer then never holds more than
+     * one read's bytes of a followed body. (Not the end of a Content-Length body: h2o would have handed that over.)
+     * The consumer is not called: it reads the window once it starts */
+    move(u);
+    hold(u);
+    rearm(u);
     return u;
 }
 
