@@ -259,6 +259,8 @@ static void add_request_headers(fwd_t *f)
 static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)
 {
     fwd_t *f = userp;
+    if (f->upload == NULL)
+        return CURL_READFUNC_ABORT; /* the request went (its follower first): nothing more is sent */
     size_t n = gw_upload_read(f->upload, buf, size * nitems);
     f->sent += n;
     if (n != 0 || gw_upload_is_complete(f->upload))
@@ -334,6 +336,7 @@ static void on_dispose(void *data)
 {
     fwd_t *f = data;
     f->req = NULL;
+    f->upload = NULL; /* the follower lives in the same pool, and went before (allocated after this) */
     if (f->lookup != NULL)
         gw_members_call_cancel(f->lookup);
     end_transfer(f);

@@ -41,10 +41,12 @@ static void on_read(h2o_socket_t *sock, const char *err)
     if (err == NULL) {
         l->dropped += sock->input->size;
         h2o_buffer_consume(&sock->input, sock->input->size);
-        if (l->dropped <= GW_LINGER_BYTES)
-            return;
+        if (l->dropped > GW_LINGER_BYTES)
+            h2o_socket_read_stop(sock); /* sent too much: no more is read, but a close now would reset the connection
+                                         * under the answer; the client, held by TCP, can still read it until the limit */
+        return;
     }
-    finish(l); /* the client closed (or failed), or sent too much */
+    finish(l); /* the client closed (or failed) */
 }
 
 /* h2o closed its descriptor: the answer (and TLS's close_notify) went out before */

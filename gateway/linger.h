@@ -6,8 +6,8 @@
  * then has unread bytes in the gateway's socket, and closing such a socket sends a TCP reset, which can reach the
  * client before it read the answer: it sees "connection reset" instead of the 413 (h2o 2.2.5 lib/http1.c, "TODO use
  * lingering close"). gw_linger_close keeps the connection open past h2o's close: it sends FIN after the answer,
- * then reads and drops what the client still sends until it closes too, for at most GW_LINGER_MS and
- * GW_LINGER_BYTES, and closes.
+ * then reads and drops what the client still sends until it closes too, for at most GW_LINGER_MS, and closes. Past
+ * GW_LINGER_BYTES it reads no more (the client, held by TCP, can still read the answer) until GW_LINGER_MS.
  */
 #ifndef GW_LINGER_H
 #define GW_LINGER_H

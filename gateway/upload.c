@@ -314,6 +314,9 @@ static void on_dispose(void *data)
     h2o_timeout_unlink(&u->end);
     h2o_linklist_unlink(&u->link);
     free(u->ring);
+    u->ring = NULL;
+    u->ring_len = 0;
+    u->tail.len = 0;
 }
 
 /* the h2o 2.2.5 HTTP/1 connection of req, when it is laid out as this file says and reads a body; else NULL */
@@ -339,6 +342,8 @@ gw_upload_t *gw_upload_follow(h2o_req_t *req, uint64_t min_body, uint64_t max_bo
         return NULL; /* not the state h2o's Content-Length reader would be in */
     if (!chunked && c->reqsize - head_len < min_body)
         return NULL;
+    if (!chunked && in->size >= c->reqsize)
+        return NULL; /* the whole body is here (h2o is writing its 100 Continue): h2o hands it over, and it ends there */
     if (chunked) {
         struct h1_chunked_reader *r = (void *)c->reader;
         if (r->prev_input_size < c->reqsize || r->prev_input_size > in->size)
