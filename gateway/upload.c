@@ -9,8 +9,9 @@
 #include "upload.h"
 
 #define RCVBUF                                                                                                                     \
-    (1u << 20) /* the kernel's receive buffer of a client's HTTP/1 connection (see gw_upload_accepted): what h2o reads at          \
-                  one go (until the socket is empty, into buffers that double) stays near twice it */
+    (1u << 20) /* the kernel's receive buffer of a client's HTTP/1 connection (see gw_upload_accepted). h2o reads until a          \
+                  read does not fill its buffer's free space, which doubles as it grows: one read_on_ready takes at most           \
+                  ~3x what the kernel holds (2x this), a few MiB */
 
 #if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
 #error "upload.c mirrors private structures of h2o 2.2 (lib/http1.c); check them against this version"
