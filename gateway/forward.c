@@ -19,6 +19,7 @@
 
 #define CONNECT_TIMEOUT_MS 10000 /* connecting to the member (TCP and TLS) */
 #define STALL_S 300              /* no byte either way for this long: the forward is given up */
+#define UPLOAD_BUFFER (1L << 20) /* libcurl's upload buffer for a large body (its default: 64 KiB; its most: 2 MiB) */
 
 #define PENDING_MAX (4u << 20)
 
@@ -315,6 +316,10 @@ static void try_next(fwd_t *f)
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->entity.base);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->entity.len);
     }
+    /* libcurl sends an upload one buffer per turn of the loop, 64 KiB by default: 16,000 turns for 1 GiB, each a wake-up
+     * and its share of TLS records and syscalls. A large body gets a larger buffer */
+    if (f->upload != NULL || req->entity.len > UPLOAD_BUFFER)
+        curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, (long)UPLOAD_BUFFER);
     add_request_headers(f);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
