@@ -2,6 +2,7 @@
  * main.c: command line, start-up order, and the event loop.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -215,6 +216,13 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "init") == 0)
         return gw_init_main(argc - 1, argv + 1);
+    /* The buffers of a streamed body or of a relay are MiBs, allocated and freed many times a second (h2o frees an
+     * input buffer once it is read out). glibc maps each block that large on its own and unmaps it when freed, so
+     * every byte read into one faulted a fresh zeroed page in: a fifth of an upload's CPU (perf, 1 GiB upload).
+     * Blocks under 32 MiB (h2o puts larger ones in a file) come from the heap instead, and up to 32 MiB of free heap
+     * is kept for the next one. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
     while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
