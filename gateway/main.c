@@ -217,10 +217,10 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "init") == 0)
         return gw_init_main(argc - 1, argv + 1);
     /* The buffers of a streamed body or of a relay are MiBs, allocated and freed many times a second (h2o frees an
-     * input buffer once it is read out). glibc maps each block that large on its own and unmaps it when freed, so
-     * every byte read into one faulted a fresh zeroed page in: a fifth of an upload's CPU (perf, 1 GiB upload).
-     * Blocks under 32 MiB (h2o puts larger ones in a file) come from the heap instead, and up to 32 MiB of free heap
-     * is kept for the next one. */
+     * input buffer once it is read out). With glibc's own, moving thresholds the heap top was given back to the kernel
+     * and taken again read after read, faulting every page in anew: a fifth of an upload's CPU (perf, 1 GiB upload).
+     * Fixed thresholds: blocks under 32 MiB come from the heap, and up to 32 MiB of free heap top is kept. Both calls
+     * are needed (either one turns the moving thresholds off). Under AddressSanitizer both do nothing. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 32 << 20);
     while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {

@@ -32,12 +32,16 @@ SSL_CTX *gw_tls_server_ctx(const char *cert_file, const char *key_file, const ch
     static const unsigned char sid_ctx[] = "lxd-gateway";
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_PRIORITIZE_CHACHA); /* (a client without AES hardware lists ChaCha20 first) */
     /* AES-128-GCM first, as LXD's own server chooses: it is half again as fast as AES-256-GCM here (3.2 against 2.1 GB/s
      * for 16 KiB records, `openssl speed`), and every byte of an upload or a relayed move is decrypted or encrypted on
      * this side. OpenSSL's default puts AES-256 first, and the server's order decides. */
-    SSL_CTX_set_cipher_list(ctx, "ECDHE+AES128+AESGCM:ECDHE+AESGCM:ECDHE+CHACHA20");
-    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AES128+AESGCM:ECDHE+AESGCM:ECDHE+CHACHA20") != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") != 1) {
+        *err = "cannot set the TLS cipher suites";
+        goto Error;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         *err = "cannot load the server certificate (tls.certificate)";
         goto Error;
