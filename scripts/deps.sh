@@ -7,7 +7,8 @@ set -euo pipefail
 BUILD_PKGS=(build-essential pkg-config libh2o-evloop-dev libcurl4-openssl-dev libjansson-dev libssl-dev libwslay-dev
             libyaml-dev)
 PKGS=("${BUILD_PKGS[@]}" clang-format clang libclang-rt-14-dev
-      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest python3-cryptography wrk procps)
+      lxd lxd-client busybox-static haproxy curl openssl iproute2 jq python3 python3-pytest python3-cryptography wrk procps
+      python3-pylxd ansible)
 BPO_PKGS=(incus-client incus)
 if [ "${1:-}" = --build ]; then
     PKGS=("${BUILD_PKGS[@]}")
