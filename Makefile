@@ -70,7 +70,7 @@ install-check: all
 	bash tests/install.sh
 
 # the whole suite, as CI runs it: deps, a warning-free build, unit tests, fuzz smoke, e2e on the normal and the
-# sanitizer build
+# sanitizer build, both at once, each on a cluster of its own (netns lxdgw and lxdgw2; see tests/e2e/run.sh)
 test: deps
 	$(MAKE) format-check all unit install-check asan fuzz-smoke
 	bash tests/e2e/run.sh $(BUILD)/lxd-gateway build-asan/lxd-gateway
