@@ -4,10 +4,10 @@
 #include "members.h"
 #include "plugin.h"
 
-extern const gw_plugin_t gw_plugin_volume_copy, gw_plugin_volume_move;
+extern const gw_plugin_t gw_plugin_volume_copy, gw_plugin_volume_move, gw_plugin_volumes_all;
 
 /* single-call capabilities, asked in this order */
-const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, &gw_plugin_volume_move, NULL};
+const gw_plugin_t *const gw_plugins[] = {&gw_plugin_volume_copy, &gw_plugin_volume_move, &gw_plugin_volumes_all, NULL};
 
 int gw_plugins_dispatch(h2o_req_t *req, const gw_caller_t *caller)
 {

@@ -20,6 +20,7 @@ int main(int argc, char **argv)
     test_members();
     test_log();
     test_api10();
+    test_volumes_all();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

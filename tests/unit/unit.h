@@ -28,6 +28,7 @@ void test_hold(void);
 void test_path(void);
 void test_members(void);
 void test_log(void);
+void test_volumes_all(void);
 void test_api10(void);
 
 #endif
