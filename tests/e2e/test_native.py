@@ -14,6 +14,7 @@ import pytest
 from helpers import CLUSTER_DIR, MiB, Gateway, curl, random_file, sh, tree_digest
 
 EXT = "cluster_internal_custom_volume_copy"
+ALL_EXT = "storage_volumes_all"  # plugins/volumes_all.c: GET /1.0/storage-volumes
 STARTED = 'msg="volume copy started"'  # what plugins/volume_copy.c logs when it runs a copy itself
 INCUS_SH = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/incus.sh")
 INCUS_ADDR = "127.0.0.21:8443"
@@ -98,7 +99,9 @@ def test_extension_advertised_once(native):
     assert exts.count(EXT) == 1
     code, direct = curl(DIRECT + "/1.0", CERT, KEY)
     assert code == 200 and direct["metadata"]["auth"] == "trusted"
-    assert exts == direct["metadata"]["api_extensions"]  # incusd's own list, in its order: nothing added
+    # incusd's own list, in its order, and after it only what a plugin adds that incusd lacks: storage_volumes_all is
+    # LXD's (5.21), no Incus release has it (test_volumes_all_served below)
+    assert exts == direct["metadata"]["api_extensions"] + [ALL_EXT]
     # the untrusted view lists extensions too
     code, anon = curl(native.url + "/1.0")
     assert code == 200 and anon["metadata"]["auth"] == "untrusted"
@@ -158,3 +161,20 @@ def test_copy_passes_through(native, v1, case):
     text = native.logtext()
     assert STARTED not in text
     assert logged(text), text[-3000:]
+
+
+def test_volumes_all_served(native, v1):
+    """storage_volumes_all is LXD's alone: incusd 6.0.4 (like every Incus release, and the incus client, which lists
+    volumes per pool only) has no /1.0/storage-volumes, so the gateway in front of it does NOT step aside for this
+    one: it advertises it and answers from incusd's per-pool lists, with the same certificate. Stepping aside for it
+    needs a backend that has it (LXD 5.21+), which this machine does not have; the rule is the registry's, shared by
+    every plugin (gw_members_lack_extension, tests/unit/test_members.c), and the copy's cases above show it."""
+    code, direct = curl(DIRECT + "/1.0/storage-volumes", CERT, KEY)
+    assert code == 404 and direct["type"] == "error"  # incusd has no such route
+    for query in ("", "?recursion=1", "?filter=name+eq+v1"):
+        code, via = curl(native.url + "/1.0/storage-volumes/custom" + query, CERT, KEY)
+        assert code == 200, via
+        code, pool = curl(DIRECT + VOLUMES + query, CERT, KEY)
+        assert code == 200, pool
+        want = [dict(v, pool="pool1") if isinstance(v, dict) else v for v in pool["metadata"]]
+        assert via["metadata"] == want and len(want) == 1
