@@ -37,27 +37,9 @@ typedef struct st_copy_t {
     int volume_only, refresh;  /* source.volume_only, source.refresh */
 } copy_t;
 
-/* "/1.0/storage-pools/<pool>/volumes/custom" (or with a trailing slash): the pool, in the request's pool */
-static const char *pool_of(h2o_req_t *req)
-{
-    static const char prefix[] = "/1.0/storage-pools/", suffix[] = "/volumes/custom";
-    h2o_iovec_t p = req->path_normalized;
-    if (memchr(p.base, '\0', p.len) != NULL)
-        return NULL; /* a decoded %00 would cut the pool's name short: LXD judges such a path as it comes */
-    if (p.len > 0 && p.base[p.len - 1] == '/')
-        --p.len;
-    if (p.len <= sizeof(prefix) - 1 + sizeof(suffix) - 1 || memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
-        memcmp(p.base + p.len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) != 0)
-        return NULL;
-    h2o_iovec_t pool = h2o_iovec_init(p.base + sizeof(prefix) - 1, p.len - (sizeof(prefix) - 1) - (sizeof(suffix) - 1));
-    if (memchr(pool.base, '/', pool.len) != NULL)
-        return NULL;
-    return h2o_strdup(&req->pool, pool.base, pool.len).base;
-}
-
 static int claims(h2o_req_t *req, const gw_caller_t *caller)
 {
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || pool_of(req) == NULL)
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || gw_vol_pool_of(req) == NULL)
         return 0;
     if (!gw_trust_is_client(caller))
         return 0; /* LXD refuses them: let it say so */
@@ -172,19 +154,14 @@ static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
 {
     json_t *source = json_object_get(body, "source");
     const char *name = gw_vol_str(body, "name"), *type = gw_vol_str(body, "type"), *project = gw_lxd_query(req, "project");
-    c->pool = strdup(pool_of(req));
+    c->pool = strdup(gw_vol_pool_of(req));
     c->project = dup_or(project, "default");
     c->src_pool = dup_or(gw_vol_str(source, "pool"), c->pool);
     c->src_proj = dup_or(gw_vol_str(source, "project"), c->project);
     c->src_name = strdup(gw_vol_str(source, "name"));
     c->volume_only = json_is_true(json_object_get(source, "volume_only"));
     c->refresh = json_is_true(json_object_get(source, "refresh"));
-    c->volume = json_pack("{s:s, s:s}", "name", name, "type", "custom");
-    static const char *const kept[] = {"config", "description", "content_type"};
-    for (size_t i = 0; i != sizeof(kept) / sizeof(kept[0]); ++i)
-        if (json_object_get(body, kept[i]) != NULL && !json_is_null(json_object_get(body, kept[i])))
-            json_object_set_new(c->volume, kept[i], json_deep_copy(json_object_get(body, kept[i])));
-    json_object_del(json_object_get(c->volume, "config"), GW_VOL_MOVE_MARK); /* a running move's, not the copy's */
+    c->volume = gw_vol_new_volume(body);
     if (*name == '\0')
         return "No name provided";
     if (strchr(name, '/') != NULL)

@@ -40,6 +40,7 @@
 #include "operations.h"
 #include "plugin.h"
 #include "proxy.h"
+#include "volume_move.h"
 #include "volumes.h"
 
 #define POLL_WAIT_S "1"                 /* long-poll of the target's operation; progress is relayed at this pace */
@@ -52,8 +53,12 @@
 #define MOVE_MARK GW_VOL_MOVE_MARK      /* on the source and the target while the move runs: its id */
 
 /* the steps of a move, in the order they run ("used to remember what to do next": each names the member call it
- * makes; advance() reads its answer) */
+ * makes; advance() reads its answer). A snapshot copy starts at MV_MAKE_TEMP and ends at MV_DROP_TEMP; a move skips
+ * both: the volume it moves ("the source" below) is the temporary one of a snapshot copy */
 typedef enum {
+    /* a snapshot copy's first steps: the volume to move, made from the snapshot */
+    MV_MAKE_TEMP,  /* POST a copy of the snapshot into a temporary volume on its member, marked (journal "temp" first) */
+    MV_WATCH_TEMP, /* long-poll that copy's operation until it ends            (journal "temp-copying" first) */
     /* the way forward */
     MV_MARK_SOURCE,         /* GET the source, to put the move's mark on it          (journal "begin" first) */
     MV_MARK_SOURCE_PATCH,   /* PATCH the mark onto the source */
@@ -72,9 +77,14 @@ typedef enum {
     MV_ROLLBACK_DELETE,     /* DELETE the volume this move left on the target */
     MV_UNMARK_SOURCE,       /* GET the source, to take the mark off */
     MV_UNMARK_SOURCE_PATCH, /* PATCH the mark off the source: the move is undone */
+    /* a snapshot copy's last steps, whatever its outcome */
+    MV_DROP_TEMP,        /* GET the temporary volume: still there, with this flow's mark? */
+    MV_DROP_TEMP_DELETE, /* DELETE it */
     /* recovery of a move a crash interrupted */
     MV_RECOVER,          /* no call: wait until both members are known and healthy, then resume (steps[].resume) */
     MV_RECOVER_TRANSFER, /* GET the transfer operation: a transfer still running is let end before the roll-back */
+    MV_RECOVER_TEMP,     /* GET the temporary volume's copy operation (or, unknown, the member's running copies): let
+                          * it end before the temporary volume is removed */
     MV_NUM_STATES
 } move_state_t;
 
@@ -86,7 +96,7 @@ typedef enum {
 } journal_fail_t;
 
 /* retries share one budget within a phase: entering a step of another phase starts a new one */
-typedef enum { P_MARK, P_TRANSFER, P_FINAL, P_UNMARK_TARGET, P_ROLLBACK, P_UNMARK_SOURCE, P_RECOVER } phase_t;
+typedef enum { P_MARK, P_TRANSFER, P_FINAL, P_UNMARK_TARGET, P_ROLLBACK, P_UNMARK_SOURCE, P_DROP_TEMP, P_RECOVER } phase_t;
 
 static const struct {
     const char *name;      /* in logs */
@@ -97,6 +107,8 @@ static const struct {
     unsigned tries;        /* retries in the phase (RETRY_MS apart); 0: for recover_max_ms from the phase's start */
     const char *metric;    /* what the retries count as (lxd_gateway_retries_total{what}) */
 } steps[MV_NUM_STATES] = {
+    [MV_MAKE_TEMP] = {"make-temp", P_MARK, "temp", J_REFUSE, MV_RECOVER_TEMP, 0, NULL}, /* (never retried: see advance) */
+    [MV_WATCH_TEMP] = {"watch-temp", P_MARK, "temp-copying", J_GO_ON, MV_RECOVER_TEMP, WATCH_RETRIES, "move_watch"},
     [MV_MARK_SOURCE] = {"mark-source", P_MARK, "begin", J_REFUSE, MV_ROLLBACK, 0, NULL}, /* (never retried: a failure rolls back) */
     [MV_MARK_SOURCE_PATCH] = {"mark-source", P_MARK},
     [MV_TRANSFER] = {"transfer", P_TRANSFER},
@@ -113,16 +125,25 @@ static const struct {
     [MV_ROLLBACK_DELETE] = {"rollback-delete", P_ROLLBACK, NULL, 0, 0, ROLLBACK_RETRIES, "move_rollback"},
     [MV_UNMARK_SOURCE] = {"unmark-source", P_UNMARK_SOURCE, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
     [MV_UNMARK_SOURCE_PATCH] = {"unmark-source", P_UNMARK_SOURCE, NULL, 0, 0, FINAL_RETRIES, "move_unmark"},
+    [MV_DROP_TEMP] = {"drop-temp", P_DROP_TEMP, "dropping-temp", J_GO_ON, MV_DROP_TEMP, FINAL_RETRIES, "move_temp"},
+    [MV_DROP_TEMP_DELETE] = {"drop-temp", P_DROP_TEMP, NULL, 0, 0, FINAL_RETRIES, "move_temp"},
     [MV_RECOVER] = {"recover", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
     [MV_RECOVER_TRANSFER] = {"recover-transfer", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
+    [MV_RECOVER_TEMP] = {"recover-temp", P_RECOVER, NULL, 0, 0, 0, "move_recovery"},
 };
 
 typedef struct st_move_t {
-    move_state_t state;                      /* the step under way: its call is in flight, or its retry timer runs */
-    gw_hold_t hold;                          /* the client's request until the operation is created (hold.h) */
-    const gw_identity_t *id;                 /* the caller's identity (recovery: the gateway's) */
-    gw_member_t *src, *dst;                  /* source.location, ?target= */
-    char *pool, *project, *name;             /* the source volume */
+    move_state_t state;          /* the step under way: its call is in flight, or its retry timer runs */
+    gw_hold_t hold;              /* the client's request until the operation is created (hold.h) */
+    const gw_identity_t *id;     /* the caller's identity (recovery: the gateway's) */
+    gw_member_t *src, *dst;      /* source.location, ?target= */
+    char *pool, *project, *name; /* the source volume (a snapshot copy: the temporary volume) */
+    char *snapshot, *origin;     /* a snapshot copy: the snapshot, of volume `origin`; NULL for a move */
+    json_t *temp_config;         /* a snapshot copy: the temporary volume's config (the snapshot's) */
+    char *temp_op;               /* a snapshot copy: the operation making the temporary volume, or NULL */
+    int temp_dropped;            /* a snapshot copy: its temporary volume is gone (MV_DROP_TEMP) */
+    char *end_outcome, *end_err; /* a snapshot copy: the outcome finish() keeps while the temp is dropped */
+    gw_op_status_t end_status;
     char *dst_pool, *dst_project, *dst_name; /* where it goes */
     json_t *volume;                          /* what the target creates: name, type, config, description, content_type */
     char *move_id;                           /* journal key: the operation's id */
@@ -163,6 +184,8 @@ static void move_free(move_t *m)
     gw_hold_take(&m->hold); /* (the request, if still held, is not ours to answer any more) */
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
     free(m->move_id), free(m->transfer_op), free(m->why), free(m->patch);
+    free(m->snapshot), free(m->origin), free(m->temp_op), free(m->end_outcome), free(m->end_err);
+    json_decref(m->temp_config);
     json_decref(m->last_state);
     json_decref(m->volume);
     json_decref(m->journal);
@@ -171,10 +194,16 @@ static void move_free(move_t *m)
 
 static json_t *record(move_t *m)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "src", m->src != NULL ? m->src->name : "", "dst",
-                     m->dst != NULL ? m->dst->name : "", "pool", m->pool, "project", m->project, "name", m->name, "dst_pool",
-                     m->dst_pool, "dst_project", m->dst_project, "dst_name", m->dst_name, "transfer_op",
-                     m->transfer_op != NULL ? m->transfer_op : "");
+    json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "src", m->src != NULL ? m->src->name : "", "dst",
+                          m->dst != NULL ? m->dst->name : "", "pool", m->pool, "project", m->project, "name", m->name, "dst_pool",
+                          m->dst_pool, "dst_project", m->dst_project, "dst_name", m->dst_name, "transfer_op",
+                          m->transfer_op != NULL ? m->transfer_op : "");
+    if (m->snapshot != NULL) /* (a move's records stay as they were) */
+        json_object_set_new(r, "snapshot",
+                            json_pack("{s:s, s:s, s:s, s:s}", "name", m->snapshot, "of", m->origin, "temp_op",
+                                      m->temp_op != NULL ? m->temp_op : "", "outcome",
+                                      m->end_outcome != NULL ? m->end_outcome : ""));
+    return r;
 }
 
 /* `answer` (a member's answer to GET of the source, or of the target) shows the volume this move started with or
@@ -207,7 +236,10 @@ static const char *why(const answer_t *a, const char *dflt)
     return a->err != NULL ? a->err : *gw_vol_str(a->json, "error") != '\0' ? gw_vol_str(a->json, "error") : dflt;
 }
 
-/* the end of a move: journal, operation, log */
+static void go(move_t *m, move_state_t next);
+
+/* the end of a move: journal, operation, log. A snapshot copy's temporary volume is removed first (MV_DROP_TEMP,
+ * which comes back here) */
 static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
@@ -219,12 +251,20 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
         err = gw_text_vformat(fmt, ap);
         va_end(ap);
     }
+    if (m->snapshot != NULL && !m->temp_dropped) {
+        free(m->end_outcome), free(m->end_err);
+        m->end_outcome = strdup(strcmp(outcome, "moved") == 0 ? "copied" : outcome);
+        m->end_err = err, m->end_status = status;
+        go(m, MV_DROP_TEMP);
+        return;
+    }
     json_t *r = json_pack("{s:s}", "outcome", outcome);
     gw_journal_end(m->move_id, r); /* written again until it is (a lost one: the next start re-checks a finished move) */
     json_decref(r);
-    gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "volume move ended", "move", m->move_id, "outcome", outcome,
-           "volume", m->name, "from", m->src != NULL ? m->src->name : "-", "to", m->dst != NULL ? m->dst->name : "-", "err",
-           err != NULL ? err : "", NULL);
+    gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, m->snapshot != NULL ? "snapshot copy ended" : "volume move ended",
+           "move", m->move_id, "outcome", outcome, "volume", m->snapshot != NULL ? m->origin : m->name, "snapshot",
+           m->snapshot != NULL ? m->snapshot : "", "from", m->src != NULL ? m->src->name : "-", "to",
+           m->dst != NULL ? m->dst->name : "-", "err", err != NULL ? err : "", NULL);
     if (m->op != NULL)
         gw_op_finish(m->op, status, err);
     free(err);
@@ -310,8 +350,10 @@ static void go(move_t *m, move_state_t next)
         json_decref(r);
         if (err != NULL) {
             gw_log(GW_LOG_ERROR, "cannot write the move journal", "move", m->move_id, "step", step, "err", err, NULL);
-            if (steps[next].j_fail == J_REFUSE)
+            if (steps[next].j_fail == J_REFUSE && (m->snapshot == NULL || next == MV_MAKE_TEMP))
                 return finish(m, "refused", GW_OP_FAILURE, "Cannot record the move in the gateway's journal; nothing was changed");
+            if (steps[next].j_fail == J_REFUSE) /* (a snapshot copy's temporary volume exists: it goes) */
+                return roll_back(m, "Cannot record the copy in the gateway's journal; nothing was kept");
             if (steps[next].j_fail == J_ROLL_BACK)
                 return roll_back(m, "Cannot record the move's progress in the gateway's journal; the copy was removed, the "
                                     "source kept");
@@ -319,7 +361,7 @@ static void go(move_t *m, move_state_t next)
             return;
         }
     }
-    if (steps[next].phase != steps[m->state].phase || next == MV_MARK_SOURCE)
+    if (steps[next].phase != steps[m->state].phase || next == MV_MARK_SOURCE || next == MV_MAKE_TEMP)
         m->tries = 0, m->since = gw_clock_ms();
     m->state = next;
     act(m);
@@ -351,10 +393,54 @@ static void get_target(move_t *m)
     gw_vol_get(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, on_answer, m);
 }
 
+/* GET of operation `op` on member `on` (suffix: "" or a /wait) */
+static void get_op(move_t *m, gw_member_t *on, const char *op, const char *suffix)
+{
+    char *e = curl_easy_escape(NULL, op, 0), *path = gw_text_dupf("/1.0/operations/%s%s", e, suffix);
+    gw_backend_call(on->url, m->id, "GET", path, NULL, 30000, on_answer, m);
+    curl_free(e);
+    free(path);
+}
+
 static void get_transfer(move_t *m, const char *suffix)
 {
-    char *path = gw_text_dupf("/1.0/operations/%s%s", m->transfer_op, suffix);
-    gw_backend_call(m->dst->url, m->id, "GET", path, NULL, 30000, on_answer, m);
+    get_op(m, m->dst, m->transfer_op, suffix);
+}
+
+/* MV_MAKE_TEMP: the copy of the snapshot into the temporary volume, on the snapshot's member, carrying the mark */
+static void make_temp(move_t *m)
+{
+    json_t *config = json_deep_copy(m->temp_config);
+    if (!json_is_object(config)) {
+        json_decref(config);
+        config = json_object();
+    }
+    json_object_del(config, MOVE_MARK);
+    json_object_set_new(config, MOVE_MARK, json_string(m->move_id));
+    char *from = gw_text_dupf("%s/%s", m->origin, m->snapshot),
+         *desc = gw_text_dupf("lxd-gateway: a temporary copy of snapshot %s for operation %s; "
+                              "removed when the operation ends",
+                              from, m->move_id);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s, s:b}}", "name", m->name, "type", "custom", "description", desc,
+                             "config", config, "source", "type", "copy", "name", from, "pool", m->pool, "volume_only", 1);
+    json_t *ct = json_object_get(m->volume, "content_type");
+    if (json_is_string(ct))
+        json_object_set(body, "content_type", ct);
+    char *text = json_dumps(body, JSON_COMPACT), *path = gw_lxd_volume_path(m->pool, NULL, m->project, m->src->name);
+    gw_backend_call(m->src->url, m->id, "POST", path, text, 30000, on_answer, m);
+    free(from), free(desc), free(text), free(path);
+    json_decref(body);
+}
+
+/* MV_RECOVER_TEMP: the operation that made the temporary volume, or (not known: a crash came before it was recorded)
+ * every operation of its project on its member */
+static void get_temp_ops(move_t *m)
+{
+    if (m->temp_op != NULL && *m->temp_op != '\0')
+        return get_op(m, m->src, m->temp_op, "");
+    char *e = curl_easy_escape(NULL, m->project, 0), *path = gw_text_dupf("/1.0/operations?recursion=1&project=%s", e);
+    gw_backend_call(m->src->url, m->id, "GET", path, NULL, 30000, on_answer, m);
+    curl_free(e);
     free(path);
 }
 
@@ -364,11 +450,24 @@ static void advance(move_t *m, const answer_t *a);
 static void act(move_t *m)
 {
     switch (m->state) {
+    case MV_MAKE_TEMP: /* ("temp" is journaled; never retried) */
+        gw_log(GW_LOG_INFO, "snapshot copy started", "move", m->move_id, "volume", m->origin, "snapshot", m->snapshot, "from",
+               m->src->name, "to", m->dst->name, "temporary", m->name, NULL);
+        make_temp(m);
+        return;
+    case MV_WATCH_TEMP:
+        get_op(m, m->src, m->temp_op, "/wait?timeout=" POLL_WAIT_S);
+        return;
+    case MV_RECOVER_TEMP:
+        get_temp_ops(m);
+        return;
     case MV_MARK_SOURCE: /* ("begin" is journaled; never retried) */
-        gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to", m->dst->name,
-               NULL);
+        if (m->snapshot == NULL)
+            gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to",
+                   m->dst->name, NULL);
         get_source(m);
         return;
+    case MV_DROP_TEMP:
     case MV_CHECK_SOURCE:
     case MV_RECHECK_SOURCE:
     case MV_UNMARK_SOURCE:
@@ -389,8 +488,10 @@ static void act(move_t *m)
         gw_vol_patch(m->dst, m->id, m->dst_pool, m->dst_name, m->dst_project, m->patch, on_answer, m);
         return;
     case MV_TRANSFER: {
-        gw_migrate_spec_t spec = {m->id,       m->src,         m->dst,    m->pool, m->project, m->name,
-                                  m->dst_pool, m->dst_project, m->volume, 0,       0,          &m->relay};
+        gw_migrate_spec_t spec = {
+            m->id,   m->src,      m->dst,         m->pool,   m->project,
+            m->name, m->dst_pool, m->dst_project, m->volume, m->snapshot != NULL /* (the temporary volume has none) */,
+            0,       &m->relay};
         gw_migrate_start(&spec, on_migrated, m);
         return;
     }
@@ -401,6 +502,7 @@ static void act(move_t *m)
         get_transfer(m, "");
         return;
     case MV_DELETE_SOURCE:
+    case MV_DROP_TEMP_DELETE:
         gw_vol_delete(m->src, m->id, m->pool, m->name, m->project, on_answer, m);
         return;
     case MV_ROLLBACK_DELETE:
@@ -463,6 +565,8 @@ static void unmark_failed(move_t *m, const char *err)
 /* deleting the source failed for good: both are kept (the copy is never removed once the source may be gone) */
 static void kept_both(move_t *m)
 {
+    if (m->snapshot != NULL) /* the temporary volume: the copy is complete, MV_DROP_TEMP tries again at the end */
+        return go(m, MV_UNMARK_TARGET);
     finish(m, "kept-both", GW_OP_FAILURE,
            "The volume was copied, but deleting the source on %s failed (%s); both are kept: %s/%s on %s is a complete copy "
            "(both carry %s until you remove it)",
@@ -484,6 +588,53 @@ static void rollback_failed(move_t *m, const char *err)
     move_free(m);
 }
 
+/* the roll-back's last step: the mark off the source (a snapshot copy: nothing; its end removes the temporary volume) */
+static void undo_source(move_t *m)
+{
+    if (m->snapshot != NULL)
+        return done(m);
+    go(m, MV_UNMARK_SOURCE);
+}
+
+/* a snapshot copy's outcome, kept by finish() while its temporary volume was removed */
+static void finish_kept(move_t *m)
+{
+    m->temp_dropped = 1;
+    char *outcome = m->end_outcome, *err = m->end_err;
+    m->end_outcome = NULL, m->end_err = NULL;
+    if (outcome == NULL || err != NULL)
+        finish(m, outcome != NULL ? outcome : "rolled-back", m->end_status, "%s", err != NULL ? err : "recovered");
+    else
+        finish(m, outcome, m->end_status, NULL);
+    free(outcome), free(err);
+}
+
+/* the temporary volume cannot be removed now (`err`): tried again (FINAL_RETRIES in all), then the caller learns the
+ * outcome and the journal keeps the copy for the next start, which removes it */
+static void drop_failed(move_t *m, const char *err)
+{
+    if (again(m, MV_DROP_TEMP))
+        return;
+    gw_log(GW_LOG_ERROR, "cannot remove a snapshot copy's temporary volume; the journal keeps it for the next start", "move",
+           m->move_id, "volume", m->name, "member", m->src->name, "err", err, NULL);
+    tell_caller(m, m->end_status, m->end_err);
+    move_free(m);
+}
+
+/* MV_RECOVER_TEMP: `meta` (the `metadata` of a member's answer) shows no running copy that may be making the
+ * temporary volume: its own operation ended, or (not known) none of the member's "Copying storage volume" runs */
+static int temp_copy_ended(move_t *m, json_t *meta)
+{
+    if (m->temp_op != NULL && *m->temp_op != '\0')
+        return json_integer_value(json_object_get(meta, "status_code")) >= 200;
+    json_t *running = json_object_get(meta, "running"), *op;
+    size_t i;
+    if (!json_is_object(meta) || (running != NULL && !json_is_array(running)))
+        return 0;
+    json_array_foreach(running, i, op) if (strcmp(gw_vol_str(op, "description"), "Copying storage volume") == 0) return 0;
+    return 1;
+}
+
 /* where a recovery step that got no usable answer starts again: from the top, so that nothing is deleted on a check
  * older than one round trip (a running move: the source's check; recovery: the members, then the journal's step) */
 static move_state_t recover_from(move_t *m)
@@ -503,8 +654,9 @@ static void recover_later(move_t *m, const char *err)
     gw_log(GW_LOG_ERROR, "cannot recover a move now; the journal keeps it for the next start", "move", m->move_id, "err", err,
            "waited_s", gw_log_num((long long)(waited / 1000)), NULL);
     tell_caller(m, GW_OP_FAILURE,
-                "The volume was copied, but a member does not answer to finish the move; the gateway finishes it at its next "
-                "start (both volumes are kept until then)");
+                m->snapshot != NULL ? "A member does not answer to finish the copy; the gateway finishes it at its next start"
+                                    : "The volume was copied, but a member does not answer to finish the move; the gateway "
+                                      "finishes it at its next start (both volumes are kept until then)");
     move_free(m);
 }
 
@@ -521,7 +673,15 @@ static void recovered(move_t *m)
         next = MV_ROLLBACK; /* (no transfer was started) */
     free(m->why);           /* (recovery may come here again: a member stopped answering meanwhile) */
     m->why = NULL;
-    if (s == MV_ROLLBACK) {
+    if (next == MV_RECOVER_TEMP) {
+        gw_log(GW_LOG_WARN,
+               "recovering a snapshot copy: interrupted while the snapshot was copied on its member, removing "
+               "that copy",
+               "move", m->move_id, NULL);
+        m->why = strdup("recovered: the copy was interrupted while the snapshot was copied on its member; nothing was kept");
+    } else if (next == MV_DROP_TEMP) {
+        gw_log(GW_LOG_WARN, "recovering a snapshot copy: removing its temporary volume", "move", m->move_id, NULL);
+    } else if (s == MV_ROLLBACK) {
         gw_log(GW_LOG_WARN, "recovering a move: it was being rolled back, going on", "move", m->move_id, NULL);
         m->why = strdup("recovered: the move was rolled back; the source was kept");
     } else if (next == MV_ROLLBACK) {
@@ -538,11 +698,68 @@ static void advance(move_t *m, const answer_t *a)
 {
     int ok = a != NULL && a->err == NULL, gone = ok && a->status == 404;
     switch (m->state) {
+    /* ---- a snapshot copy's temporary volume ---- */
+    case MV_MAKE_TEMP: {
+        const char *tid = json_string_value(json_object_get(json_object_get(ok ? a->json : NULL, "metadata"), "id"));
+        if (ok && a->status == 202 && tid != NULL) {
+            m->temp_op = strdup(tid);
+            return go(m, MV_WATCH_TEMP); /* (if "temp-copying" cannot be recorded, recovery waits for every copy) */
+        }
+        if (a->not_sent || (ok && a->status / 100 == 4)) /* refused before anything was made */
+            return finish(m, "refused", GW_OP_FAILURE, "Cannot copy the snapshot on %s (%s); nothing was changed", m->src->name,
+                          why(a, "refused"));
+        /* no usable answer to what went out: a copy may be running; it ends before its volume is removed */
+        free(m->why);
+        m->why = gw_text_dupf("Lost track of the snapshot's copy on %s (%s); nothing was kept", m->src->name, why(a, "no answer"));
+        return go(m, MV_RECOVER_TEMP);
+    }
+    case MV_WATCH_TEMP: {
+        json_t *op = json_object_get(ok ? a->json : NULL, "metadata");
+        json_int_t code = json_integer_value(json_object_get(op, "status_code"));
+        if (!ok || a->status != 200 || code == 0 || strcmp(gw_vol_str(op, "id"), m->temp_op) != 0) {
+            if (ok && gone)
+                return roll_back(m, "Lost track of the snapshot's copy on %s (its operation is gone); nothing was kept",
+                                 m->src->name);
+            if (!a->not_sent && again(m, MV_WATCH_TEMP))
+                return; /* a glitch: the copy may still run */
+            free(m->why);
+            m->why =
+                gw_text_dupf("Lost track of the snapshot's copy on %s (%s); nothing was kept", m->src->name, why(a, "no status"));
+            return go(m, MV_RECOVER_TEMP); /* (waits for it to end, then removes what it made) */
+        }
+        m->tries = 0; /* (WATCH_RETRIES counts unusable answers in a row) */
+        if (code < 200)
+            return act(m); /* the next long-poll */
+        if (code != 200)
+            return roll_back(m, "Cannot copy the snapshot on %s: %s", m->src->name, gw_vol_str(op, "err"));
+        if (m->cancelled)
+            return roll_back(m, "Operation cancelled");
+        return go(m, MV_MARK_SOURCE);
+    }
+    case MV_RECOVER_TEMP:
+        if (ok && (gone || (a->status == 200 && temp_copy_ended(m, json_object_get(a->json, "metadata")))))
+            return finish(m, "rolled-back", GW_OP_FAILURE, "%s",
+                          m->why != NULL ? m->why : "The copy was interrupted while the snapshot was copied; nothing was kept");
+        if (again(m, MV_RECOVER_TEMP))
+            return; /* still running (or its member does not answer): asked again */
+        return recover_later(m, why(a, "the snapshot's copy on its member does not end"));
+    case MV_DROP_TEMP:
+        if (!ok || (a->status != 200 && !gone))
+            return drop_failed(m, why(a, "no answer"));
+        if (gone || !made_by_move(m, a->json, 1)) /* gone (a volume of its name without the mark is not it) */
+            return finish_kept(m);
+        return go(m, MV_DROP_TEMP_DELETE);
+    case MV_DROP_TEMP_DELETE:
+        if (ok && (a->status / 100 == 2 || gone))
+            return finish_kept(m);
+        return drop_failed(m, why(a, "the member refused"));
     /* ---- forward ---- */
     case MV_MARK_SOURCE:
         if (!ok || a->status != 200)
             return roll_back(m, "Cannot mark the source volume for the move (%s); nothing was changed",
                              gone ? "the volume is gone" : why(a, "no answer"));
+        if (m->snapshot != NULL && made_by_move(m, a->json, 1)) /* the temporary volume: marked when it was made */
+            return m->cancelled ? roll_back(m, "Operation cancelled") : go(m, MV_TRANSFER);
         m->patch = mark_patch(m, a->json, 1);
         return go(m, MV_MARK_SOURCE_PATCH);
     case MV_MARK_SOURCE_PATCH:
@@ -598,6 +815,8 @@ static void advance(move_t *m, const answer_t *a)
     case MV_DELETE_SOURCE:
         if (ok && (a->status / 100 == 2 || gone))
             return go(m, MV_UNMARK_TARGET);
+        if (m->snapshot != NULL) /* the temporary volume: the copy is complete; MV_DROP_TEMP tries again at the end */
+            return go(m, MV_UNMARK_TARGET);
         free(m->why);
         m->why = gw_text_dupf("%s", why(a, ""));
         if (ok && a->status / 100 == 4) { /* LXD refused it before acting (in use, not allowed): the move is undone */
@@ -648,11 +867,11 @@ static void advance(move_t *m, const answer_t *a)
         if (!ok || (a->status != 200 && !gone))
             return rollback_failed(m, why(a, "no answer"));
         if (gone) /* nothing was left behind */
-            return go(m, MV_UNMARK_SOURCE);
+            return undo_source(m);
         if (!made_by_move(m, a->json, 0)) { /* a volume of that name this move did not make (made by hand meanwhile) */
             gw_log(GW_LOG_WARN, "rolling back a move: the volume on the target does not carry this move's mark, left alone", "move",
                    m->move_id, "volume", m->dst_name, "member", m->dst->name, NULL);
-            return go(m, MV_UNMARK_SOURCE);
+            return undo_source(m);
         }
         return go(m, MV_ROLLBACK_DELETE); /* this move made it: remove it, the source stays */
     case MV_ROLLBACK_DELETE:
@@ -661,7 +880,7 @@ static void advance(move_t *m, const answer_t *a)
         if (a->status / 100 != 2 && !gone)
             gw_log(GW_LOG_ERROR, "cannot remove a partial target", "move", m->move_id, "member", m->dst->name, "err",
                    gw_vol_str(a->json, "error"), NULL);
-        return go(m, MV_UNMARK_SOURCE);
+        return undo_source(m);
     /* ---- recovery ---- */
     case MV_RECOVER:
         m->src = gw_members_find(gw_vol_str(m->journal, "src"));
@@ -784,15 +1003,41 @@ static void begin(move_t *m)
         move_free(m);
         return;
     }
-    char *res = gw_text_dupf("/1.0/storage-pools/%s/volumes/custom/%s", m->pool, m->name);
-    m->op =
-        gw_op_start("Moving storage volume", m->project, m->dst->name, json_pack("{s:[s]}", "storage_volumes", res), on_cancel, m);
+    char *res = m->snapshot != NULL
+                    ? gw_text_dupf("/1.0/storage-pools/%s/volumes/custom/%s/snapshots/%s", m->pool, m->origin, m->snapshot)
+                    : gw_text_dupf("/1.0/storage-pools/%s/volumes/custom/%s", m->pool, m->name);
+    m->op = gw_op_start(m->snapshot != NULL ? "Copying storage volume" : "Moving storage volume", m->project, m->dst->name,
+                        json_pack("{s:[s]}", "storage_volumes", res), on_cancel, m);
     free(res);
     m->move_id = strdup(gw_op_id(m->op));
     json_object_set_new(json_object_get(m->volume, "config"), MOVE_MARK, json_string(m->move_id));
+    if (m->snapshot != NULL) { /* the volume moved is the temporary one, named after the operation */
+        free(m->name);
+        m->name = gw_text_dupf("lxd-gateway-snapshot-copy-%s", m->move_id);
+    }
     gw_op_send_created(req, m->op);
-    gw_metrics_single_call("volume_move", "started");
-    go(m, MV_MARK_SOURCE);
+    gw_metrics_single_call(m->snapshot != NULL ? "volume_snapshot_copy" : "volume_move", "started");
+    go(m, m->snapshot != NULL ? MV_MAKE_TEMP : MV_MARK_SOURCE);
+}
+
+void gw_move_begin(h2o_req_t *req, const gw_move_spec_t *spec)
+{
+    move_t *m = calloc(1, sizeof(*m));
+    gw_hold_attach(&m->hold, req, NULL);
+    m->id = spec->id, m->src = spec->src, m->dst = spec->dst;
+    m->pool = strdup(spec->pool), m->project = strdup(spec->project), m->name = strdup(spec->name);
+    m->dst_pool = strdup(spec->dst_pool), m->dst_project = strdup(spec->dst_project), m->dst_name = strdup(spec->dst_name);
+    if (spec->snapshot != NULL) {
+        m->snapshot = strdup(spec->snapshot), m->origin = strdup(spec->name);
+        m->temp_config = json_deep_copy(spec->temp_config);
+    }
+    m->volume = json_deep_copy(spec->volume);
+    json_object_set_new(m->volume, "name", json_string(m->dst_name));
+    json_object_set_new(m->volume, "type", json_string("custom"));
+    if (!json_is_object(json_object_get(m->volume, "config")))
+        json_object_set_new(m->volume, "config", json_object());
+    json_object_del(json_object_get(m->volume, "config"), MOVE_MARK); /* another flow's mark (a stale one) is never copied */
+    begin(m);
 }
 
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -935,6 +1180,19 @@ static void recover_all(void)
         m->dst_pool = strdup(gw_vol_str(r, "dst_pool")), m->dst_project = strdup(gw_vol_str(r, "dst_project"));
         m->dst_name = strdup(gw_vol_str(r, "dst_name"));
         m->transfer_op = strdup(gw_vol_str(r, "transfer_op"));
+        json_t *snap = json_object_get(r, "snapshot");
+        if (json_is_object(snap)) { /* a snapshot copy */
+            m->end_status = GW_OP_FAILURE;
+            m->snapshot = strdup(gw_vol_str(snap, "name")), m->origin = strdup(gw_vol_str(snap, "of"));
+            m->temp_op = strdup(gw_vol_str(snap, "temp_op"));
+            const char *outcome = gw_vol_str(snap, "outcome"); /* ("dropping-temp": the outcome the copy had come to) */
+            if (*outcome != '\0') {
+                m->end_outcome = strdup(outcome);
+                m->end_status = strcmp(outcome, "copied") == 0 ? GW_OP_SUCCESS : GW_OP_FAILURE;
+                if (m->end_status != GW_OP_SUCCESS)
+                    m->end_err = gw_text_dupf("recovered: the copy had ended (%s); its temporary volume was removed", outcome);
+            }
+        }
         m->state = MV_RECOVER;
         m->since = gw_clock_ms();
         m->retry.cb = on_retry; /* (MV_RECOVER's act) */

@@ -45,6 +45,34 @@ json_t *gw_vol_body(h2o_req_t *req)
     return body;
 }
 
+const char *gw_vol_pool_of(h2o_req_t *req)
+{
+    static const char prefix[] = "/1.0/storage-pools/", suffix[] = "/volumes/custom";
+    h2o_iovec_t p = req->path_normalized;
+    if (memchr(p.base, '\0', p.len) != NULL)
+        return NULL; /* a decoded %00 would cut the pool's name short: LXD judges such a path as it comes */
+    if (p.len > 0 && p.base[p.len - 1] == '/')
+        --p.len;
+    if (p.len <= sizeof(prefix) - 1 + sizeof(suffix) - 1 || memcmp(p.base, prefix, sizeof(prefix) - 1) != 0 ||
+        memcmp(p.base + p.len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) != 0)
+        return NULL;
+    h2o_iovec_t pool = h2o_iovec_init(p.base + sizeof(prefix) - 1, p.len - (sizeof(prefix) - 1) - (sizeof(suffix) - 1));
+    if (memchr(pool.base, '/', pool.len) != NULL)
+        return NULL;
+    return h2o_strdup(&req->pool, pool.base, pool.len).base;
+}
+
+json_t *gw_vol_new_volume(json_t *body)
+{
+    json_t *v = json_pack("{s:s, s:s}", "name", gw_vol_str(body, "name"), "type", "custom");
+    static const char *const kept[] = {"config", "description", "content_type"};
+    for (size_t i = 0; i != sizeof(kept) / sizeof(kept[0]); ++i)
+        if (json_object_get(body, kept[i]) != NULL && !json_is_null(json_object_get(body, kept[i])))
+            json_object_set_new(v, kept[i], json_deep_copy(json_object_get(body, kept[i])));
+    json_object_del(json_object_get(v, "config"), GW_VOL_MOVE_MARK); /* a running move's, never the new volume's */
+    return v;
+}
+
 const char *gw_vol_str(json_t *obj, const char *key)
 {
     const char *s = json_string_value(json_object_get(obj, key));
@@ -91,6 +119,19 @@ void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const
     free(path);
 }
 
+void gw_vol_snapshot_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *snapshot,
+                         const char *project, gw_call_cb cb, void *data)
+{
+    char *vol = gw_lxd_volume_path(pool, name, project, m->name), *query = strchr(vol, '?'),
+         *snap = curl_easy_escape(NULL, snapshot, 0), *path;
+    *query = '\0';
+    if (asprintf(&path, "%s/snapshots/%s?%s", vol, snap, query + 1) < 0)
+        abort();
+    gw_backend_call(m->url, id, "GET", path, NULL, 30000, cb, data);
+    curl_free(snap);
+    free(vol), free(path);
+}
+
 void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                    void *data)
 {
@@ -110,16 +151,18 @@ void gw_vol_patch(gw_member_t *m, const gw_identity_t *id, const char *pool, con
 /* ---- gw_vol_check: three GETs, in this order ---- */
 
 typedef enum {
-    CHECK_SOURCE, /* GET the source volume on its member */
-    CHECK_POOL,   /* GET the target pool on the target member */
-    CHECK_NAME,   /* GET the target's name there: 404 "Storage volume not found" is the answer wanted */
+    CHECK_SOURCE,   /* GET the source volume on its member */
+    CHECK_SNAPSHOT, /* GET the source snapshot there (src_snapshot only) */
+    CHECK_POOL,     /* GET the target pool on the target member */
+    CHECK_NAME,     /* GET the target's name there: 404 "Storage volume not found" is the answer wanted */
 } check_state_t;
 
 typedef struct st_check_t {
     check_state_t state;
     gw_vol_check_spec_t spec; /* the strings are copies (below) */
-    char *strings[6];         /* src_pool, src_project, src_name, dst_pool, dst_project, dst_name */
+    char *strings[7];         /* src_pool, src_project, src_name, dst_pool, dst_project, dst_name, src_snapshot */
     json_t *source;           /* the source volume, once read */
+    json_t *snapshot;         /* the source snapshot, once read */
     gw_vol_check_cb cb;
     void *data;
 } check_t;
@@ -127,15 +170,16 @@ typedef struct st_check_t {
 static void check_end(check_t *c, gw_vol_checked_t *r)
 {
     c->cb(c->data, r);
-    for (size_t i = 0; i != 6; ++i)
+    for (size_t i = 0; i != 7; ++i)
         free(c->strings[i]);
     json_decref(c->source);
+    json_decref(c->snapshot);
     free(c);
 }
 
 static void check_refused(check_t *c, long status, json_t *answer)
 {
-    gw_vol_checked_t r = {GW_VOL_REFUSED, status, answer, NULL};
+    gw_vol_checked_t r = {GW_VOL_REFUSED, status, answer, NULL, NULL};
     check_end(c, &r);
 }
 
@@ -168,9 +212,21 @@ static void check_advance(void *data, const char *err, long status, json_t *json
             return;
         }
         if (*gw_vol_str(c->source, "location") == '\0') { /* a remote pool */
-            gw_vol_checked_t r = {GW_VOL_REMOTE, 0, NULL, c->source};
+            gw_vol_checked_t r = {GW_VOL_REMOTE, 0, NULL, c->source, NULL};
             return check_end(c, &r);
         }
+        if (s->src_snapshot != NULL) {
+            c->state = CHECK_SNAPSHOT;
+            gw_vol_snapshot_get(s->src, s->id, s->src_pool, s->src_name, s->src_snapshot, s->src_project, check_advance, c);
+            return;
+        }
+        c->state = CHECK_POOL;
+        gw_vol_get(s->dst, s->id, s->dst_pool, NULL, s->dst_project, check_advance, c);
+        return;
+    case CHECK_SNAPSHOT:
+        if (status != 200)
+            return check_refused(c, status, json); /* no such snapshot, as LXD says it */
+        c->snapshot = json_incref(json_object_get(json, "metadata"));
         c->state = CHECK_POOL;
         gw_vol_get(s->dst, s->id, s->dst_pool, NULL, s->dst_project, check_advance, c);
         return;
@@ -182,11 +238,11 @@ static void check_advance(void *data, const char *err, long status, json_t *json
         return;
     case CHECK_NAME:
         if (status == 200 && !s->may_exist) {
-            gw_vol_checked_t r = {GW_VOL_TAKEN, 409, NULL, c->source};
+            gw_vol_checked_t r = {GW_VOL_TAKEN, 409, NULL, c->source, c->snapshot};
             return check_end(c, &r);
         }
         if (status == 200 || (status == 404 && strcmp(gw_vol_str(json, "error"), "Storage volume not found") == 0)) {
-            gw_vol_checked_t r = {GW_VOL_CHECKED, 0, NULL, c->source};
+            gw_vol_checked_t r = {GW_VOL_CHECKED, 0, NULL, c->source, c->snapshot};
             return check_end(c, &r);
         }
         return check_refused(c, status, json); /* no such project, not allowed, ... */
@@ -197,12 +253,13 @@ void gw_vol_check(const gw_vol_check_spec_t *spec, gw_vol_check_cb cb, void *dat
 {
     check_t *c = calloc(1, sizeof(*c));
     c->spec = *spec;
-    const char *const from[6] = {spec->src_pool, spec->src_project, spec->src_name,
-                                 spec->dst_pool, spec->dst_project, spec->dst_name};
-    for (size_t i = 0; i != 6; ++i)
-        c->strings[i] = strdup(from[i]);
+    const char *const from[7] = {spec->src_pool,    spec->src_project, spec->src_name,    spec->dst_pool,
+                                 spec->dst_project, spec->dst_name,    spec->src_snapshot};
+    for (size_t i = 0; i != 7; ++i)
+        c->strings[i] = from[i] != NULL ? strdup(from[i]) : NULL;
     c->spec.src_pool = c->strings[0], c->spec.src_project = c->strings[1], c->spec.src_name = c->strings[2];
     c->spec.dst_pool = c->strings[3], c->spec.dst_project = c->strings[4], c->spec.dst_name = c->strings[5];
+    c->spec.src_snapshot = c->strings[6];
     c->cb = cb, c->data = data;
     c->state = CHECK_SOURCE;
     gw_vol_get(spec->src, spec->id, spec->src_pool, spec->src_name, spec->src_project, check_advance, c);

@@ -16,6 +16,12 @@
 /* the request body as a JSON object (a new, read-only reference: it is shared), or NULL (none, too large, not a JSON
  * object). Parsed once per request: a plugin's `claims` and `handle` both read it */
 json_t *gw_vol_body(h2o_req_t *req);
+/* the pool of a request for "/1.0/storage-pools/<pool>/volumes/custom" (or with a trailing slash), in the request's
+ * memory pool; NULL for any other path */
+const char *gw_vol_pool_of(h2o_req_t *req);
+/* what a copy creates, from its request `body`: name, type "custom", and the body's config, description, content_type
+ * (those given), without the gateway's mark (a new reference) */
+json_t *gw_vol_new_volume(json_t *body);
 /* the string `key` of `obj`, or "" */
 const char *gw_vol_str(json_t *obj, const char *key);
 /* the member `name` the request names as `what` ("target", "source.location"), known and online; otherwise NULL,
@@ -32,6 +38,9 @@ void gw_vol_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const
  * and a key given as "" is removed) */
 void gw_vol_patch(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project,
                   const char *body, gw_call_cb cb, void *data);
+/* GET of snapshot `snapshot` of volume `name` on member `m` as `id` */
+void gw_vol_snapshot_get(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *snapshot,
+                         const char *project, gw_call_cb cb, void *data);
 /* DELETE of volume `name` on member `m` as `id` */
 void gw_vol_delete(gw_member_t *m, const gw_identity_t *id, const char *pool, const char *name, const char *project, gw_call_cb cb,
                    void *data);
@@ -46,7 +55,8 @@ typedef struct st_gw_vol_check_spec_t {
     const char *src_pool, *src_project, *src_name; /* the source volume */
     const char *dst_pool, *dst_project, *dst_name; /* the volume to be made */
     int may_exist;                                 /* 1: a volume of dst_name on dst is not a conflict (a refresh) */
-    int not_moving; /* 1: a source that a running move marked is refused (409), before the target is asked */
+    int not_moving;           /* 1: a source that a running move marked is refused (409), before the target is asked */
+    const char *src_snapshot; /* non-NULL: the source is this snapshot of src_name, which must exist too */
 } gw_vol_check_spec_t;
 
 typedef enum {
@@ -59,9 +69,10 @@ typedef enum {
 /* the outcome; everything is valid only during the callback */
 typedef struct st_gw_vol_checked_t {
     gw_vol_verdict_t verdict;
-    long status;    /* GW_VOL_REFUSED: the HTTP status to answer (the member's; 502 when it did not answer) */
-    json_t *answer; /* GW_VOL_REFUSED: the body to answer (the member's error, or LXD's envelope of ours) */
-    json_t *source; /* GW_VOL_CHECKED: the source volume (the `metadata` of its member's answer) */
+    long status;      /* GW_VOL_REFUSED: the HTTP status to answer (the member's; 502 when it did not answer) */
+    json_t *answer;   /* GW_VOL_REFUSED: the body to answer (the member's error, or LXD's envelope of ours) */
+    json_t *source;   /* GW_VOL_CHECKED, GW_VOL_REMOTE: the source volume (the `metadata` of its member's answer) */
+    json_t *snapshot; /* GW_VOL_CHECKED with src_snapshot: the snapshot (the `metadata` of its member's answer) */
 } gw_vol_checked_t;
 
 typedef void (*gw_vol_check_cb)(void *data, const gw_vol_checked_t *result);
