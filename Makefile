@@ -109,7 +109,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_BUILD := build-fuzz
-FUZZ_TARGETS := route envelope audit body journal member_json peer_json wsclient relay config move
+FUZZ_TARGETS := route envelope audit body journal member_json peer_json wsclient relay config move vfilter
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS = $(ALL_CFLAGS) -O1 -g $(FUZZ_SAN) -Wno-unused-function -Wno-unknown-warning-option
 FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
