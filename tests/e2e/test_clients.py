@@ -240,7 +240,7 @@ def server_names(crt):
 
 
 class Ansible:
-    """ansible-playbook / ansible-inventory with everything in one temporary directory: ANSIBLE_CONFIG, HOME, local temp,
+    """ansible-playbook / ansible-inventory with everything in one temporary directory: ANSIBLE_CONFIG, HOME, temp dirs,
     collections path (empty: only the collections Debian ships, found on Python's path), no host key checks, the JSON
     callback; LXD_CONF for the lxc CLI the lxd connection plugin runs. community.general's LXD client verifies the
     server's certificate with Python's default context and no option to turn that off, as operators meet it: so the
@@ -262,12 +262,16 @@ class Ansible:
         shutil.copy(os.environ["LXDGW_CLIENT_CERT"], os.path.join(d, "lxc-conf", "client.crt"))
         shutil.copy(os.environ["LXDGW_CLIENT_KEY"], os.path.join(d, "lxc-conf", "client.key"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SSL_", "REQUESTS_", "CURL_"))}
+        # ANSIBLE_REMOTE_TEMP too: the local connection's modules (lxd_container) would make ~/.ansible/tmp of the
+        # user's real home
         self.env.update(HOME=f"{d}/home", ANSIBLE_CONFIG=f"{d}/ansible.cfg", ANSIBLE_LOCAL_TEMP=f"{d}/tmp",
-                        ANSIBLE_COLLECTIONS_PATH=f"{d}/collections", ANSIBLE_ROLES_PATH=f"{d}/roles",
+                        ANSIBLE_REMOTE_TEMP=f"{d}/remote-tmp", ANSIBLE_COLLECTIONS_PATH=f"{d}/collections",
+                        ANSIBLE_ROLES_PATH=f"{d}/roles",
                         ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
                         ANSIBLE_SSH_CONTROL_PATH_DIR=f"{d}/cp", ANSIBLE_PERSISTENT_CONTROL_PATH_DIR=f"{d}/cp",
                         ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_NOCOLOR="1", ANSIBLE_GALAXY_SERVER_LIST="",
-                        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3", ANSIBLE_INVENTORY_ENABLED="community.general.lxd",
+                        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
+                        ANSIBLE_INVENTORY_ENABLED="community.general.lxd",
                         SSL_CERT_FILE=f"{d}/ca.crt", SSL_CERT_DIR=f"{d}/certs", LXD_CONF=f"{d}/lxc-conf")
         self.run(["lxc", "remote", "add", "ep", self.url, "--accept-certificate"])
         with open(os.path.join(d, "inventory.lxd.yml"), "w") as f:
@@ -316,14 +320,15 @@ def ansible_container(urls, endpoint, tag):
             "name": name, "timeout": 120, "wait_for_container": True}
     steps = []
     try:
-        rc, tasks = a.playbook("create.yml", [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        local = {"hosts": "localhost", "connection": "local", "gather_facts": False}
+        rc, tasks = a.playbook("create.yml", [dict(local, tasks=[
             {"name": "create", "community.general.lxd_container": dict(
                 conn, source={"type": "image", "alias": "busybox"}, config={"user.client": "ansible"},
                 state="started", wait_for_ipv4_addresses=False)},
             {"name": "configure", "community.general.lxd_container": dict(
                 conn, config={"user.client": "ansible", "user.step": "configured"}, state="started")},
             {"name": "configure again", "community.general.lxd_container": dict(
-                conn, config={"user.client": "ansible", "user.step": "configured"}, state="started")}]}])
+                conn, config={"user.client": "ansible", "user.step": "configured"}, state="started")}])])
         steps.append(("create.yml", rc, [(n, r.get("changed"), r.get("actions"), r.get("failed", False),
                                           r.get("msg") if r.get("failed") else None) for n, r in tasks]))
         steps.append(("user.step", member_lxc("node1", "config", "get", name, "user.step").stdout.strip()))
@@ -338,9 +343,8 @@ def ansible_container(urls, endpoint, tag):
             {"name": "failing command", "raw": "exit 7", "ignore_errors": True}]}])
         steps.append(("command.yml", rc, [(n, r.get("rc"), r.get("stdout_lines"), r.get("failed", False))
                                            for n, r in tasks]))
-        rc, tasks = a.playbook("delete.yml", [{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                               "tasks": [{"name": "delete", "community.general.lxd_container": dict(
-                                                   conn, state="absent", force_stop=True)}]}])
+        rc, tasks = a.playbook("delete.yml", [dict(local, tasks=[
+            {"name": "delete", "community.general.lxd_container": dict(conn, state="absent", force_stop=True)}])])
         steps.append(("delete.yml", rc, [(n, r.get("changed"), r.get("actions")) for n, r in tasks]))
     finally:
         member_lxc("node1", "delete", "-f", name, check=False)  # only if a step failed
