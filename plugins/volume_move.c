@@ -148,6 +148,8 @@ typedef struct st_move_t {
     json_t *volume;                          /* what the target creates: name, type, config, description, content_type */
     char *move_id;                           /* journal key: the operation's id */
     gw_op_t *op;                             /* the client's operation; NULL in recovery, or once the client was told */
+    gw_move_done_cb done;                    /* gw_move_run's: told of the outcome with the client (then NULL) */
+    void *done_data;                         /* ... its argument */
     json_t *journal;                         /* the journal record of the move (recovery), or NULL (a running move) */
     char *transfer_op;                       /* the target's operation running the transfer */
     gw_relay_t *relay;                       /* the transfer's data path through the gateway (cut to cancel) */
@@ -172,11 +174,14 @@ typedef struct st_answer_t {
 } answer_t;
 
 static h2o_context_t *ctx;
+static move_t *starting;                         /* gw_move_run's move while begin() runs: NULL once it ended there */
 static h2o_timeout_t retry_timeout;              /* RETRY_MS */
 static uint64_t recover_max_ms = RECOVER_MAX_MS; /* (test hook: LXDGW_TEST_RECOVER_MAX_MS) */
 
 static void move_free(move_t *m)
 {
+    if (m == starting)
+        starting = NULL;
     if (h2o_timeout_is_linked(&m->retry))
         h2o_timeout_unlink(&m->retry);
     if (m->relay != NULL)
@@ -238,6 +243,21 @@ static const char *why(const answer_t *a, const char *dflt)
 
 static void go(move_t *m, move_state_t next);
 
+/* the caller learns the outcome (its operation ends; gw_move_run's callback runs), now or at the end: the move's
+ * steps may go on (a roll-back retrying, recovery waiting) */
+static void tell_caller(move_t *m, gw_op_status_t status, const char *err)
+{
+    if (m->op != NULL) {
+        gw_op_finish(m->op, status, err);
+        m->op = NULL;
+    }
+    if (m->done != NULL) {
+        gw_move_done_cb cb = m->done;
+        m->done = NULL;
+        cb(m->done_data, status, err);
+    }
+}
+
 /* the end of a move: journal, operation, log. A snapshot copy's temporary volume is removed first (MV_DROP_TEMP,
  * which comes back here) */
 static void finish(move_t *m, const char *outcome, gw_op_status_t status, const char *fmt, ...)
@@ -265,19 +285,9 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
            "move", m->move_id, "outcome", outcome, "volume", m->snapshot != NULL ? m->origin : m->name, "snapshot",
            m->snapshot != NULL ? m->snapshot : "", "from", m->src != NULL ? m->src->name : "-", "to",
            m->dst != NULL ? m->dst->name : "-", "err", err != NULL ? err : "", NULL);
-    if (m->op != NULL)
-        gw_op_finish(m->op, status, err);
+    tell_caller(m, status, err);
     free(err);
     move_free(m);
-}
-
-/* the caller learns the outcome now, although the move's steps go on (a roll-back retrying, recovery waiting) */
-static void tell_caller(move_t *m, gw_op_status_t status, const char *err)
-{
-    if (m->op != NULL) {
-        gw_op_finish(m->op, status, err);
-        m->op = NULL;
-    }
 }
 
 /* ---- moving from step to step ---- */
@@ -330,7 +340,7 @@ static void on_pause(h2o_timeout_entry_t *entry)
         pause();
 }
 
-static int pause_at(const char *step)
+int gw_move_pause_at(const char *step)
 {
     const char *at = getenv("LXDGW_TEST_PAUSE_AT");
     if (at == NULL || strcmp(at, step) != 0)
@@ -357,7 +367,7 @@ static void go(move_t *m, move_state_t next)
             if (steps[next].j_fail == J_ROLL_BACK)
                 return roll_back(m, "Cannot record the move's progress in the gateway's journal; the copy was removed, the "
                                     "source kept");
-        } else if (pause_at(step)) {
+        } else if (gw_move_pause_at(step)) {
             return;
         }
     }
@@ -999,7 +1009,7 @@ static void on_cancel(gw_op_t *op, void *data)
 static void begin(move_t *m)
 {
     h2o_req_t *req = gw_hold_take(&m->hold);
-    if (req == NULL) { /* the client left before anything was changed */
+    if (req == NULL && m->done == NULL) { /* the client left before anything was changed */
         move_free(m);
         return;
     }
@@ -1015,15 +1025,15 @@ static void begin(move_t *m)
         free(m->name);
         m->name = gw_text_dupf("lxd-gateway-snapshot-copy-%s", m->move_id);
     }
-    gw_op_send_created(req, m->op);
+    if (req != NULL)
+        gw_op_send_created(req, m->op);
     gw_metrics_single_call(m->snapshot != NULL ? "volume_snapshot_copy" : "volume_move", "started");
     go(m, m->snapshot != NULL ? MV_MAKE_TEMP : MV_MARK_SOURCE);
 }
 
-void gw_move_begin(h2o_req_t *req, const gw_move_spec_t *spec)
+static move_t *move_new(const gw_move_spec_t *spec)
 {
     move_t *m = calloc(1, sizeof(*m));
-    gw_hold_attach(&m->hold, req, NULL);
     m->id = spec->id, m->src = spec->src, m->dst = spec->dst;
     m->pool = strdup(spec->pool), m->project = strdup(spec->project), m->name = strdup(spec->name);
     m->dst_pool = strdup(spec->dst_pool), m->dst_project = strdup(spec->dst_project), m->dst_name = strdup(spec->dst_name);
@@ -1037,7 +1047,31 @@ void gw_move_begin(h2o_req_t *req, const gw_move_spec_t *spec)
     if (!json_is_object(json_object_get(m->volume, "config")))
         json_object_set_new(m->volume, "config", json_object());
     json_object_del(json_object_get(m->volume, "config"), MOVE_MARK); /* another flow's mark (a stale one) is never copied */
+    return m;
+}
+
+void gw_move_begin(h2o_req_t *req, const gw_move_spec_t *spec)
+{
+    move_t *m = move_new(spec);
+    gw_hold_attach(&m->hold, req, NULL);
     begin(m);
+}
+
+gw_move_t *gw_move_run(const gw_move_spec_t *spec, gw_move_done_cb cb, void *data, const char **id)
+{
+    move_t *m = move_new(spec);
+    m->done = cb, m->done_data = data;
+    starting = m;
+    begin(m);
+    *id = starting != NULL ? m->move_id : NULL;
+    m = starting;
+    starting = NULL;
+    return (gw_move_t *)m;
+}
+
+void gw_move_cancel(gw_move_t *move)
+{
+    on_cancel(NULL, move);
 }
 
 static void refuse(move_t *m, long status, json_t *json, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -1171,6 +1205,8 @@ static void recover_all(void)
     size_t i;
     json_array_foreach(list, i, r)
     {
+        if (*gw_vol_str(r, "kind") != '\0')
+            continue; /* another flow's (a drain's: volume_drain.c) */
         move_t *m = calloc(1, sizeof(*m));
         m->journal = json_incref(r);
         m->id = &gw_identities[GW_IDENTITY_GATEWAY];

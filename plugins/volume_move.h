@@ -30,4 +30,19 @@ typedef struct st_gw_move_spec_t {
 /* every check passed (volumes.h, gw_vol_check): answers `req` with the flow's operation (202) and runs it */
 void gw_move_begin(h2o_req_t *req, const gw_move_spec_t *spec);
 
+/* a flow started by the gateway itself (a drain), with an operation of its own that no request waits for */
+typedef struct st_gw_move_t gw_move_t;
+/* told once of the flow's outcome (`err`: why it failed, or NULL), when its operation ends; the flow's own steps may go
+ * on after it (a roll-back that retries, left to the next start) */
+typedef void (*gw_move_done_cb)(void *data, int status, const char *err);
+/* like gw_move_begin; sets *id to the flow's operation id (valid until `cb` ran). Returns the flow, valid until `cb`
+ * runs, or NULL if it ended already (then `cb` ran before this returned, and *id is NULL) */
+gw_move_t *gw_move_run(const gw_move_spec_t *spec, gw_move_done_cb cb, void *data, const char **id);
+/* asks a running flow to stop, as DELETE of its operation does */
+void gw_move_cancel(gw_move_t *move);
+
+/* test hook: LXDGW_TEST_PAUSE_AT=<step> freezes the whole gateway (after PAUSE_DELAY_MS, so that it sends what it owes)
+ * right after <step> was journaled: returns 1 if it will (the flow must go no further), else 0 */
+int gw_move_pause_at(const char *step);
+
 #endif

@@ -1,0 +1,618 @@
+/*
+ * volume_drain.c: every custom volume that no running instance uses, moved off one cluster member, as ONE
+ * gateway-owned operation (what no LXD does: `lxc cluster evacuate` leaves local custom volumes where they are,
+ * canonical/lxd#15218).
+ *
+ * A volume in use (by an instance, running or stopped, or a profile) stays: LXD 5.0.2 refuses to delete a volume in use,
+ * so its move could only be rolled back after a whole copy.
+ *
+ * Opt-in and explicit, under the gateway's own prefix (LXD's own evacuate call is passed through untouched):
+ *
+ *   POST /lxd-gateway/members/<member>/drain[?project=<p> | ?all-projects=true]
+ *   body (optional): {"pools": ["pool1", ...], "parallel": 1..8 (default 2), "dry_run": false}
+ *
+ * answers 202 with an operation "Draining custom volumes" (wait, cancel with DELETE, events, as LXD's), whose
+ * metadata counts the volumes (`volumes_total`, `volumes_moved`, `volumes_failed`, `volumes_skipped`) and ends with
+ * `report`: each volume moved (and where to), skipped (and why: in use, nowhere to go) or failed
+ * (and the move's error). It succeeds when nothing failed.
+ *
+ * Every call is made with the caller's identity: the caller drains only the volumes LXD lets it see and move (a
+ * restricted certificate: those of its projects). Each volume is moved by the single-call move's journaled flow
+ * (volume_move.h), after the move's own checks (volumes.h): a crash loses no volume, and the flows are finished or
+ * rolled back at the next start. The drain itself is journaled too ("drain-planned", then "end"): after a crash the
+ * next start logs it as interrupted and ends it; running the drain again moves what is left (what was moved is no
+ * longer on the member).
+ *
+ * The steps run in the order of `drain_state_t`, one member call at a time until the moves, driven by advance().
+ * Targets: the online member with the most free space in the volume's pool (`GET .../resources?target=`), less what
+ * the drain already sends it.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+#include "journal.h"
+#include "log.h"
+#include "lxd.h"
+#include "members.h"
+#include "metrics.h"
+#include "operations.h"
+#include "plugin.h"
+#include "text.h"
+#include "volume_move.h"
+#include "volumes.h"
+
+#define PREFIX "/lxd-gateway/members/"
+#define SUFFIX "/drain"
+#define DEFAULT_PARALLEL 2
+#define MAX_PARALLEL 8
+#define CALL_MS 30000
+
+typedef enum {
+    DR_POOLS,   /* GET /1.0/storage-pools: which pools there are */
+    DR_VOLUMES, /* GET each pool's custom volumes on the member (one pool per call) */
+    DR_SPACE,   /* GET each pool's resources on each other online member: its free space */
+    DR_SIZES,   /* GET each volume's state on the member: the space it uses */
+    DR_MOVING,  /* the moves, `parallel` at a time: each checked (volumes.h), then run (volume_move.h) */
+    DR_NUM_STATES
+} drain_state_t;
+
+typedef enum { V_PENDING, V_CHECKING, V_MOVING, V_MOVED, V_FAILED, V_SKIPPED } vol_state_t;
+
+typedef struct st_vol_t {
+    char *pool, *project, *name; /* the volume */
+    uint64_t bytes;              /* the space it uses on the member (0: unknown) */
+    gw_member_t *to;             /* where it goes */
+    vol_state_t state;
+    char *why;            /* V_SKIPPED, V_FAILED: why */
+    gw_move_t *move;      /* V_MOVING: its flow */
+    struct st_drain_t *d; /* (for the callbacks) */
+} vol_t;
+
+typedef struct st_space_t {
+    const char *pool;   /* (a pool name of `pools`) */
+    gw_member_t *m;     /* a member that may take volumes */
+    int64_t free_bytes; /* its free space in the pool, less what this drain sends it */
+} space_t;
+
+typedef struct st_drain_t {
+    drain_state_t state;
+    const gw_identity_t *id; /* the caller's */
+    gw_member_t *member;     /* the one drained */
+    char *project;           /* ?project= ("default"), or NULL with all_projects */
+    int all_projects;        /* ?all-projects=true */
+    json_t *only_pools;      /* body "pools": the pools to drain (NULL: all) */
+    unsigned parallel;       /* moves at a time */
+    int dry_run;             /* plan only */
+    char *drain_id;          /* the operation's id: journal key */
+    gw_op_t *op;             /* the operation */
+    int cancelled;           /* DELETE of the operation */
+    json_t *pools;           /* names */
+    vol_t *vols;             /* the volumes found on the member */
+    size_t num_vols;         /* ... how many */
+    space_t *space;          /* (pool, member) free space */
+    size_t num_space;        /* ... how many */
+    size_t cursor;           /* the item the current step is at */
+    unsigned running;        /* moves under way (checking or moving) */
+    int starting;            /* gw_move_run is under way: a flow that ends at once is counted, not followed */
+    char *error;             /* a listing failed: the drain ends with it */
+} drain_t;
+
+static int is_drain_post(h2o_req_t *req, h2o_iovec_t *member)
+{
+    h2o_iovec_t p = req->path_normalized;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) || p.len <= sizeof(PREFIX) - 1 + sizeof(SUFFIX) - 1 ||
+        memcmp(p.base, PREFIX, sizeof(PREFIX) - 1) != 0 ||
+        memcmp(p.base + p.len - (sizeof(SUFFIX) - 1), SUFFIX, sizeof(SUFFIX) - 1) != 0)
+        return 0;
+    *member = h2o_iovec_init(p.base + sizeof(PREFIX) - 1, p.len - (sizeof(PREFIX) - 1) - (sizeof(SUFFIX) - 1));
+    return member->len != 0 && memchr(member->base, '/', member->len) == NULL && memchr(member->base, '\0', member->len) == NULL;
+}
+
+static int claims(h2o_req_t *req, const gw_caller_t *caller)
+{
+    h2o_iovec_t member;
+    (void)caller;
+    return is_drain_post(req, &member); /* (every caller: one the cluster does not trust is refused here, as LXD would) */
+}
+
+static void drain_free(drain_t *d)
+{
+    for (size_t i = 0; i != d->num_vols; ++i) {
+        vol_t *v = &d->vols[i];
+        free(v->pool), free(v->project), free(v->name), free(v->why);
+    }
+    free(d->vols), free(d->space), free(d->project), free(d->drain_id), free(d->error);
+    json_decref(d->only_pools);
+    json_decref(d->pools);
+    free(d);
+}
+
+/* ---- the end ---- */
+
+static const char *const state_names[] = {[V_PENDING] = "pending", [V_CHECKING] = "checking", [V_MOVING] = "moving",
+                                          [V_MOVED] = "moved",     [V_FAILED] = "failed",     [V_SKIPPED] = "skipped"};
+
+static size_t count(drain_t *d, vol_state_t s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != d->num_vols; ++i)
+        n += d->vols[i].state == s;
+    return n;
+}
+
+static void show_progress(drain_t *d)
+{
+    gw_op_set(d->op, "volumes_total", json_sprintf("%zu", d->num_vols));
+    gw_op_set(d->op, "volumes_moved", json_sprintf("%zu", count(d, V_MOVED)));
+    gw_op_set(d->op, "volumes_failed", json_sprintf("%zu", count(d, V_FAILED)));
+    gw_op_set(d->op, "volumes_skipped", json_sprintf("%zu", count(d, V_SKIPPED)));
+}
+
+static void finish(drain_t *d)
+{
+    json_t *report = json_array();
+    for (size_t i = 0; i != d->num_vols; ++i) {
+        vol_t *v = &d->vols[i];
+        json_t *e = json_pack("{s:s, s:s, s:s, s:s}", "pool", v->pool, "project", v->project, "volume", v->name, "outcome",
+                              state_names[v->state]);
+        if (v->to != NULL)
+            json_object_set_new(e, "to", json_string(v->to->name));
+        if (v->why != NULL)
+            json_object_set_new(e, "reason", json_string(v->why));
+        json_array_append_new(report, e);
+    }
+    show_progress(d);
+    gw_op_set(d->op, "report", report);
+    size_t failed = count(d, V_FAILED), left = count(d, V_PENDING);
+    gw_op_status_t status = d->cancelled ? GW_OP_CANCELLED : d->error != NULL || failed != 0 ? GW_OP_FAILURE : GW_OP_SUCCESS;
+    char *err = d->error != NULL ? strdup(d->error)
+                : d->cancelled   ? gw_text_dupf("Operation cancelled; %zu volumes were not moved", left + failed)
+                : failed != 0    ? gw_text_dupf("%zu of %zu volumes could not be moved: see the report", failed, d->num_vols)
+                                 : NULL;
+    json_t *r = json_pack("{s:s, s:s}", "kind", "drain", "outcome", status == GW_OP_SUCCESS ? "drained" : "incomplete");
+    gw_journal_end(d->drain_id, r);
+    json_decref(r);
+    gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "drain ended", "drain", d->drain_id, "member", d->member->name,
+           "moved", gw_log_num((long long)count(d, V_MOVED)), "skipped", gw_log_num((long long)count(d, V_SKIPPED)), "failed",
+           gw_log_num((long long)failed), "err", err != NULL ? err : "", NULL);
+    gw_op_finish(d->op, status, err);
+    free(err);
+    drain_free(d);
+}
+
+/* a listing failed (`fmt`): the drain ends with it, having moved nothing */
+static void fail(drain_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(drain_t *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    d->error = gw_text_vformat(fmt, ap);
+    va_end(ap);
+    finish(d);
+}
+
+/* ---- the calls ---- */
+
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call);
+static void act(drain_t *d);
+static void plan_done(drain_t *d);
+
+static void get(drain_t *d, char *path)
+{
+    gw_member_t *m = gw_members_usable(d->member->name); /* (the member's own lists, if it answers; any member otherwise) */
+    if (gw_members_call_first(m, d->id, "GET", path, NULL, CALL_MS, on_answer, d) == NULL)
+        on_answer(d, "no cluster member answers", 0, NULL, NULL);
+    free(path);
+}
+
+static char *esc(const char *s)
+{
+    char *e = curl_easy_escape(NULL, s, 0), *out = strdup(e);
+    curl_free(e);
+    return out;
+}
+
+/* "project=<p>" or "all-projects=true", for a listing */
+static char *scope(drain_t *d)
+{
+    if (d->all_projects)
+        return strdup("all-projects=true");
+    char *p = esc(d->project), *out = gw_text_dupf("project=%s", p);
+    free(p);
+    return out;
+}
+
+/* the step's call for the item at d->cursor; moves to the next step when the step's items are done */
+static void act(drain_t *d)
+{
+    for (;;) {
+        switch (d->state) {
+        case DR_POOLS:
+            return get(d, strdup("/1.0/storage-pools"));
+        case DR_VOLUMES:
+            if (d->cursor < json_array_size(d->pools)) {
+                char *p = esc(json_string_value(json_array_get(d->pools, d->cursor))), *s = scope(d), *m = esc(d->member->name);
+                char *path = gw_text_dupf("/1.0/storage-pools/%s/volumes/custom?recursion=1&%s&target=%s", p, s, m);
+                free(p), free(s), free(m);
+                return get(d, path);
+            }
+            d->state = DR_SPACE, d->cursor = 0;
+            continue;
+        case DR_SPACE:
+            if (d->cursor < d->num_space) {
+                space_t *s = &d->space[d->cursor];
+                char *p = esc(s->pool), *m = esc(s->m->name);
+                char *path = gw_text_dupf("/1.0/storage-pools/%s/resources?target=%s", p, m);
+                free(p), free(m);
+                return get(d, path);
+            }
+            d->state = DR_SIZES, d->cursor = 0;
+            continue;
+        case DR_SIZES:
+            while (d->cursor < d->num_vols && d->vols[d->cursor].state != V_PENDING)
+                ++d->cursor;
+            if (d->cursor < d->num_vols) {
+                vol_t *v = &d->vols[d->cursor];
+                char *path = gw_lxd_volume_path(v->pool, v->name, v->project, d->member->name), *q = strchr(path, '?');
+                char *full = gw_text_dupf("%.*s/state%s", (int)(q - path), path, q);
+                free(path);
+                return get(d, full);
+            }
+            d->state = DR_MOVING, d->cursor = 0;
+            return plan_done(d);
+        case DR_MOVING:
+        case DR_NUM_STATES:
+            return;
+        }
+    }
+}
+
+/* ---- the plan ---- */
+
+static int wanted_pool(drain_t *d, const char *pool)
+{
+    size_t i;
+    json_t *p;
+    if (d->only_pools == NULL)
+        return 1;
+    json_array_foreach(d->only_pools, i, p) if (json_is_string(p) && strcmp(json_string_value(p), pool) == 0) return 1;
+    return 0;
+}
+
+/* DR_POOLS' answer: the pool names (LXD's URLs "/1.0/storage-pools/<name>"), and the (pool, member) pairs to size */
+static void take_pools(drain_t *d, json_t *list)
+{
+    size_t i;
+    json_t *u;
+    d->pools = json_array();
+    json_array_foreach(list, i, u)
+    {
+        const char *url = json_string_value(u), *prefix = "/1.0/storage-pools/";
+        if (url == NULL || strncmp(url, prefix, strlen(prefix)) != 0)
+            continue;
+        char *name = gw_text_dupf("%s", url + strlen(prefix));
+        int bad = strchr(name, '/') != NULL || strchr(name, '?') != NULL || strchr(name, '%') != NULL; /* (not LXD's form) */
+        if (!bad && wanted_pool(d, name))
+            json_array_append_new(d->pools, json_string(name));
+        free(name);
+    }
+}
+
+static void add_space(const gw_member_t *m, void *data)
+{
+    drain_t *d = data;
+    if (m == d->member || !m->present || !m->online || !m->healthy)
+        return;
+    for (size_t i = 0; i != json_array_size(d->pools); ++i) {
+        d->space = realloc(d->space, (d->num_space + 1) * sizeof(*d->space));
+        d->space[d->num_space++] = (space_t){json_string_value(json_array_get(d->pools, i)), (gw_member_t *)m, -1};
+    }
+}
+
+/* DR_VOLUMES' answer for the pool at d->cursor: the volumes on the member (a remote pool's, everywhere, are not) */
+static void take_volumes(drain_t *d, json_t *list)
+{
+    const char *pool = json_string_value(json_array_get(d->pools, d->cursor));
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (name == NULL || strcmp(gw_vol_str(v, "location"), d->member->name) != 0 || strchr(name, '/') != NULL)
+            continue;
+        d->vols = realloc(d->vols, (d->num_vols + 1) * sizeof(*d->vols));
+        vol_t *nv = &d->vols[d->num_vols++];
+        *nv =
+            (vol_t){strdup(pool), strdup(*gw_vol_str(v, "project") != '\0' ? gw_vol_str(v, "project") : d->project), strdup(name)};
+        nv->d = d;
+        json_t *users = json_object_get(v, "used_by");
+        const char *mover = json_string_value(json_object_get(json_object_get(v, "config"), GW_VOL_MOVE_MARK));
+        if (json_array_size(users) != 0) { /* LXD deletes no volume in use, even by a stopped instance: it stays */
+            nv->state = V_SKIPPED;
+            char *list = json_dumps(users, JSON_COMPACT);
+            nv->why = gw_text_dupf("in use by %s: LXD does not delete a volume in use (detach it, or move what uses it)", list);
+            free(list);
+        } else if (mover != NULL && gw_ops_is_running(mover)) {
+            nv->state = V_SKIPPED;
+            nv->why = gw_text_dupf("being moved by operation %s", mover);
+        }
+    }
+}
+
+/* the target of `v`: the member with the most free space in its pool, less what this drain sends it */
+static void choose(drain_t *d, vol_t *v)
+{
+    space_t *best = NULL;
+    for (size_t i = 0; i != d->num_space; ++i) {
+        space_t *s = &d->space[i];
+        if (strcmp(s->pool, v->pool) == 0 && s->free_bytes >= 0 && (best == NULL || s->free_bytes > best->free_bytes))
+            best = s;
+    }
+    if (best == NULL || best->free_bytes < (int64_t)v->bytes) {
+        v->state = V_SKIPPED;
+        v->why = strdup(best == NULL ? "no other online member has the pool" : "no other member has room for it");
+        return;
+    }
+    best->free_bytes -= (int64_t)v->bytes;
+    v->to = best->m;
+}
+
+/* ---- the moves ---- */
+
+static void next_moves(drain_t *d);
+
+static void on_moved(void *data, int status, const char *err)
+{
+    vol_t *v = data;
+    drain_t *d = v->d;
+    v->move = NULL;
+    v->state = status == GW_OP_SUCCESS ? V_MOVED : V_FAILED;
+    if (status != GW_OP_SUCCESS)
+        v->why = strdup(err != NULL ? err : "failed");
+    --d->running;
+    if (d->starting)
+        return; /* (ended inside gw_move_run: on_checked goes on) */
+    show_progress(d);
+    next_moves(d);
+}
+
+static void on_checked(void *data, const gw_vol_checked_t *r)
+{
+    vol_t *v = data;
+    drain_t *d = v->d;
+    if (r->verdict != GW_VOL_CHECKED || d->cancelled) {
+        v->state = d->cancelled ? V_PENDING : V_FAILED;
+        if (!d->cancelled)
+            v->why = r->verdict == GW_VOL_TAKEN    ? gw_text_dupf("a volume of its name exists on %s", v->to->name)
+                     : r->verdict == GW_VOL_REMOTE ? strdup("on a remote pool: not on one member")
+                                                   : gw_text_dupf("%s", gw_vol_str(r->answer, "error"));
+        --d->running;
+        show_progress(d);
+        return next_moves(d);
+    }
+    json_t *volume = json_pack("{s:O, s:s, s:s}", "config", json_object_get(r->source, "config"), "description",
+                               gw_vol_str(r->source, "description"), "content_type", gw_vol_str(r->source, "content_type"));
+    gw_move_spec_t spec = {.id = d->id,
+                           .src = d->member,
+                           .dst = v->to,
+                           .pool = v->pool,
+                           .project = v->project,
+                           .name = v->name,
+                           .dst_pool = v->pool,
+                           .dst_project = v->project,
+                           .dst_name = v->name,
+                           .volume = volume};
+    v->state = V_MOVING;
+    const char *move_id;
+    d->starting = 1;
+    gw_move_t *move = gw_move_run(&spec, on_moved, v, &move_id);
+    d->starting = 0;
+    json_decref(volume);
+    if (v->state == V_MOVING) {
+        v->move = move;
+        gw_log(GW_LOG_INFO, "drain: moving", "drain", d->drain_id, "move", move_id, "volume", v->name, "pool", v->pool, "to",
+               v->to->name, NULL);
+        return;
+    }
+    show_progress(d); /* it ended at once (its journal could not be written) */
+    next_moves(d);
+}
+
+/* starts moves until `parallel` run; the drain ends when none runs and none is left */
+static void next_moves(drain_t *d)
+{
+    for (size_t i = 0; i != d->num_vols && d->running < d->parallel && !d->cancelled; ++i) {
+        vol_t *v = &d->vols[i];
+        if (v->state != V_PENDING)
+            continue;
+        v->state = V_CHECKING;
+        ++d->running;
+        gw_vol_check_spec_t spec = {.id = d->id,
+                                    .src = d->member,
+                                    .dst = v->to,
+                                    .src_pool = v->pool,
+                                    .src_project = v->project,
+                                    .src_name = v->name,
+                                    .dst_pool = v->pool,
+                                    .dst_project = v->project,
+                                    .dst_name = v->name,
+                                    .not_moving = 1};
+        gw_vol_check(&spec, on_checked, v);
+    }
+    if (d->running == 0 && (d->cancelled || count(d, V_PENDING) == 0))
+        finish(d);
+}
+
+static void plan_done(drain_t *d)
+{
+    for (size_t i = 0; i != d->num_vols; ++i)
+        if (d->vols[i].state == V_PENDING)
+            choose(d, &d->vols[i]);
+    show_progress(d);
+    json_t *plan = json_array();
+    for (size_t i = 0; i != d->num_vols; ++i)
+        if (d->vols[i].to != NULL)
+            json_array_append_new(plan, json_pack("{s:s, s:s, s:s, s:s}", "pool", d->vols[i].pool, "project", d->vols[i].project,
+                                                  "volume", d->vols[i].name, "to", d->vols[i].to->name));
+    if (d->dry_run) {
+        for (size_t i = 0; i != d->num_vols; ++i)
+            if (d->vols[i].state == V_PENDING)
+                d->vols[i].state = V_SKIPPED, d->vols[i].why = strdup("dry run");
+        json_decref(plan);
+        return finish(d);
+    }
+    json_t *r = json_pack("{s:s, s:s, s:o}", "kind", "drain", "member", d->member->name, "plan", plan);
+    const char *err = gw_journal_write(d->drain_id, "drain-planned", r);
+    json_decref(r);
+    if (err != NULL)
+        return fail(d, "Cannot record the drain in the gateway's journal (%s); nothing was moved", err);
+    gw_log(GW_LOG_INFO, "drain started", "drain", d->drain_id, "member", d->member->name, "volumes",
+           gw_log_num((long long)d->num_vols), "to_move", gw_log_num((long long)count(d, V_PENDING)), NULL);
+    if (gw_move_pause_at("drain-planned"))
+        return;
+    next_moves(d);
+}
+
+/* ---- the one function every answer comes to ---- */
+
+static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
+{
+    drain_t *d = data;
+    (void)call;
+    json_t *meta = json_object_get(json, "metadata");
+    int ok = err == NULL && status == 200;
+    if (d->cancelled)
+        return finish(d);
+    switch (d->state) {
+    case DR_POOLS:
+        if (!ok || !json_is_array(meta))
+            return fail(d, "Cannot list the storage pools (%s)", err != NULL ? err : gw_vol_str(json, "error"));
+        take_pools(d, meta);
+        gw_members_foreach(add_space, d);
+        d->state = DR_VOLUMES, d->cursor = 0;
+        return act(d);
+    case DR_VOLUMES:
+        if (!ok || !json_is_array(meta))
+            return fail(d, "Cannot list the volumes of pool %s on %s (%s)", json_string_value(json_array_get(d->pools, d->cursor)),
+                        d->member->name, err != NULL ? err : gw_vol_str(json, "error"));
+        take_volumes(d, meta);
+        ++d->cursor;
+        return act(d);
+    case DR_SPACE: {
+        json_t *space = json_object_get(meta, "space");
+        json_int_t total = json_integer_value(json_object_get(space, "total")),
+                   used = json_integer_value(json_object_get(space, "used"));
+        d->space[d->cursor].free_bytes = ok && total > 0 && used >= 0 && used <= total ? total - used : -1; /* (-1: not a target) */
+        ++d->cursor;
+        return act(d);
+    }
+    case DR_SIZES: {
+        json_int_t used = json_integer_value(json_object_get(json_object_get(meta, "usage"), "used"));
+        d->vols[d->cursor].bytes = ok && used > 0 ? (uint64_t)used : 0;
+        ++d->cursor;
+        return act(d);
+    }
+    case DR_MOVING:
+    case DR_NUM_STATES:
+        break;
+    }
+}
+
+/* ---- the caller ---- */
+
+static void on_cancel(gw_op_t *op, void *data)
+{
+    drain_t *d = data;
+    (void)op;
+    gw_log(GW_LOG_INFO, "drain cancel requested", "drain", d->drain_id, NULL);
+    d->cancelled = 1;
+    for (size_t i = 0; i != d->num_vols; ++i)
+        if (d->vols[i].state == V_MOVING && d->vols[i].move != NULL)
+            gw_move_cancel(d->vols[i].move);
+    if (d->state == DR_MOVING && d->running == 0)
+        finish(d);
+}
+
+static void handle(h2o_req_t *req, const gw_caller_t *caller)
+{
+    h2o_iovec_t member;
+    is_drain_post(req, &member);
+    if (!gw_trust_is_client(caller)) {
+        gw_lxd_send_error(req, 403, "Forbidden");
+        return;
+    }
+    char *name = h2o_strdup(NULL, member.base, member.len).base;
+    const char *project = gw_lxd_query(req, "project"), *all = gw_lxd_query(req, "all-projects");
+    json_t *body = req->entity.len != 0 ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : json_object();
+    json_t *pools = json_object_get(body, "pools"), *parallel = json_object_get(body, "parallel"), *p;
+    size_t i;
+    int pools_ok = pools == NULL || json_is_array(pools);
+    json_array_foreach(pools, i, p) pools_ok &= json_is_string(p);
+    gw_member_t *m = gw_members_find(name);
+    const char *bad = NULL;
+    if (!gw_text_is_utf8(name, strlen(name)) || (project != NULL && !gw_text_is_utf8(project, strlen(project))))
+        bad = "The member or project in the request is not valid UTF-8";
+    else if (!json_is_object(body))
+        bad = "The request body must be a JSON object";
+    else if (!pools_ok)
+        bad = "\"pools\" must be a list of pool names";
+    else if (parallel != NULL &&
+             (!json_is_integer(parallel) || json_integer_value(parallel) < 1 || json_integer_value(parallel) > MAX_PARALLEL))
+        bad = "\"parallel\" must be a number from 1 to 8";
+    else if (all != NULL && strcmp(all, "true") == 0 && project != NULL && *project != '\0')
+        bad = "Cannot specify a project when requesting all projects";
+    int all_projects = all != NULL && strcmp(all, "true") == 0;
+    if (bad != NULL) {
+        gw_lxd_send_error(req, 400, "%s", bad);
+    } else if (caller->kind == GW_TRUST_RESTRICTED &&
+               (all_projects ||
+                !gw_ops_may_see(caller->kind, caller->projects, project != NULL && *project != '\0' ? project : "default"))) {
+        gw_lxd_send_error(req, 403, "not authorized"); /* (LXD's answer to a restricted certificate out of its projects) */
+    } else if (m == NULL || !m->present) {
+        gw_lxd_send_error(req, 404, "Cluster member not found: \"%s\"", name);
+    } else {
+        drain_t *d = calloc(1, sizeof(*d));
+        d->id = caller->identity;
+        d->member = m;
+        d->all_projects = all_projects;
+        d->project = strdup(project != NULL && *project != '\0' ? project : "default");
+        d->only_pools = json_incref(pools);
+        d->parallel = parallel != NULL ? (unsigned)json_integer_value(parallel) : DEFAULT_PARALLEL;
+        d->dry_run = json_is_true(json_object_get(body, "dry_run"));
+        char *res = gw_text_dupf("/1.0/cluster/members/%s", m->name);
+        d->op =
+            gw_op_start("Draining custom volumes", d->project, m->name, json_pack("{s:[s]}", "cluster_members", res), on_cancel, d);
+        free(res);
+        d->drain_id = strdup(gw_op_id(d->op));
+        gw_op_send_created(req, d->op);
+        gw_metrics_single_call("volume_drain", "started");
+        act(d);
+    }
+    json_decref(body);
+    free(name);
+}
+
+/* a drain a crash interrupted: its moves are recovered by their own flows; the drain is ended and logged, to be run
+ * again */
+static const char *init(const gw_config_t *conf, h2o_context_t *ctx)
+{
+    (void)conf, (void)ctx;
+    json_t *list = gw_journal_unfinished(), *r;
+    size_t i;
+    json_array_foreach(list, i, r)
+    {
+        if (strcmp(gw_vol_str(r, "kind"), "drain") != 0)
+            continue;
+        gw_log(GW_LOG_WARN,
+               "found an interrupted drain: its moves are finished or rolled back; run the drain again to move the rest", "drain",
+               gw_vol_str(r, "move"), "member", gw_vol_str(r, "member"), NULL);
+        json_t *end = json_pack("{s:s, s:s}", "kind", "drain", "outcome", "interrupted");
+        gw_journal_end(gw_vol_str(r, "move"), end);
+        json_decref(end);
+    }
+    json_decref(list);
+    return NULL;
+}
+
+const gw_plugin_t gw_plugin_volume_drain = {"volume_drain", NULL, init, claims, handle};
