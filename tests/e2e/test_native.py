@@ -163,6 +163,39 @@ def test_copy_passes_through(native, v1, case):
     assert logged(text), text[-3000:]
 
 
+@pytest.mark.parametrize("case", ["target-none", "target-unknown"])
+def test_snapshot_copy_passes_through(native, v1, case):
+    """incusd has storage_api_remote_volume_snapshot_copy: the gateway adds nothing (test_extension_advertised_once)
+    and steps aside for a copy of one snapshot in the shape its plugin claims while a cluster lacks it (a target, a
+    source location naming another member, a source `<volume>/<snapshot>`): incusd's own answer, no temporary volume,
+    the plugin never runs."""
+    code, info = curl(DIRECT + "/1.0", CERT, KEY)
+    server = info["metadata"]["environment"]["server_name"]
+    incus("storage", "volume", "snapshot", "create", "pool1", "v1", "s0")
+    try:
+        snapshot_copy_passes_through(native, server, case)
+    finally:  # (the v1 fixture deletes volumes, not snapshots)
+        incus("storage", "volume", "snapshot", "delete", "pool1", "v1", "s0", check=False)
+
+
+def snapshot_copy_passes_through(native, server, case):
+    query, location = (s.replace("SELF", server) for s in CASES[case])
+
+    def body(vol):
+        return {"name": vol, "type": "custom", "source": {"type": "copy", "name": "v1/s0", "pool": "pool1", "location": location}}
+
+    gw_code, gw_answer = curl(native.url + VOLUMES + query, CERT, KEY, method="POST", data=body(f"v3-{case}"))
+    code, answer = curl(DIRECT + VOLUMES + query, CERT, KEY, method="POST", data=body(f"v3-{case}-direct"))
+    assert (gw_code, essence(gw_answer)) == (code, essence(answer))
+    if gw_code == 202:
+        for base, accepted in ((native.url, gw_answer), (DIRECT, answer)):
+            c, done = curl(f"{base}/1.0/operations/{accepted['metadata']['id']}/wait?timeout=60", CERT, KEY, timeout=70)
+            assert c == 200, done
+    names = incus("storage", "volume", "list", "pool1", "type=custom", "-f", "csv", "-c", "n").stdout.split()
+    assert not [n for n in names if n.startswith("lxd-gateway-")], names
+    assert 'msg="snapshot copy started"' not in native.logtext()
+
+
 def test_volumes_all_served(native, v1):
     """storage_volumes_all is LXD's alone: incusd 6.0.4 (like every Incus release, and the incus client, which lists
     volumes per pool only) has no /1.0/storage-volumes, so the gateway in front of it does NOT step aside for this
