@@ -7,20 +7,21 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import CLUSTER_DIR, member_lxc
+from conftest import member_lxc
 from helpers import CALL_TIMEOUT, hung, sh
 
 MEMBER_URL = "https://127.0.0.11:8443"
 RUN = uuid.uuid4().hex[:6]
 ENDPOINTS = ["member", "gateway"]
 
-pylxd = pytest.importorskip("pylxd")
+import pylxd
 # pylxd 2.2.10 warns about every field LXD 5.0 has that its models lack, and about verify=False
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore:Unverified HTTPS request")
 
@@ -72,8 +73,24 @@ class Outcomes:
     def get(self, scenario, endpoint):
         key = (scenario.__name__, endpoint)
         if key not in self.done:
-            self.done[key] = scenario(self.urls, endpoint, f"{RUN}-{endpoint[0]}")
+            self.done[key] = self.bounded(scenario, endpoint)
         return self.done[key]
+
+    def bounded(self, scenario, endpoint):
+        """runs `scenario` on `endpoint` within its `timeout` (CALL_TIMEOUT unless it says): pylxd's calls have their
+        HTTP timeout, but its exec polls its operation until it ends and its websockets have none; SIGALRM interrupts
+        whatever the scenario waits in (a subprocess.run it cuts short is killed)"""
+        timeout = getattr(scenario, "timeout", CALL_TIMEOUT)
+
+        def on_alarm(sig, frame):
+            raise AssertionError(f"HUNG after {timeout} s: {scenario.__name__} on the {endpoint}")
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(timeout)
+        try:
+            return scenario(self.urls, endpoint, f"{RUN}-{endpoint[0]}")
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
 
     def check(self, scenario, endpoint):
         """The outcome on `endpoint`; on the gateway, asserted equal to the member's."""
@@ -110,6 +127,26 @@ def seen(request, endpoint):
             assert time.time() < deadline, f"no request by the client with {missing[0]!r} in the gateway's log"
             time.sleep(0.2)
     return check
+
+
+def remove(kind, name):
+    """Deletes what a scenario made and did not delete (a failed or cut-short step), once no task of the cluster is
+    still on it (a create whose client stopped waiting would otherwise make it after the delete). `kind`: "instances"
+    or "volumes"."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ops = json.loads(member_lxc("node1", "query", "/1.0/operations?recursion=1").stdout)
+        on_it = [o for o in ops.get("running") or [] if o.get("class") == "task" and
+                 any(r.rstrip("/").split("/")[-1].split("?")[0] == name for rs in (o.get("resources") or {}).values()
+                     for r in rs)]
+        if not on_it:
+            break
+        time.sleep(0.5)
+    if kind == "instances":
+        member_lxc("node1", "delete", "-f", name, check=False)
+    else:
+        for node in ("node1", "node2", "node3"):
+            member_lxc("node1", "storage", "volume", "delete", "pool1", name, "--target", node, check=False)
 
 
 # ---- pylxd --------------------------------------------------------------------------------------------------------
@@ -151,7 +188,7 @@ def pylxd_volumes(urls, endpoint, tag):
         pool.volumes.get("custom", name).delete()
         steps.append(("listed after delete", [v.name for v in pool.volumes.all() if tag in v.name]))
     finally:
-        member_lxc("node1", "storage", "volume", "delete", "pool1", name, check=False)  # only if a step failed
+        remove("volumes", name)  # only if a step failed
     return steps
 
 
@@ -177,7 +214,7 @@ def pylxd_containers(urls, endpoint, tag):
         ct.delete(wait=True)
         steps.append(("exists after delete", c.containers.exists(name)))
     finally:
-        member_lxc("node1", "delete", "-f", name, check=False)  # only if a step failed
+        remove("instances", name)  # only if a step failed
     return steps
 
 
@@ -347,8 +384,11 @@ def ansible_container(urls, endpoint, tag):
             {"name": "delete", "community.general.lxd_container": dict(conn, state="absent", force_stop=True)}])])
         steps.append(("delete.yml", rc, [(n, r.get("changed"), r.get("actions")) for n, r in tasks]))
     finally:
-        member_lxc("node1", "delete", "-f", name, check=False)  # only if a step failed
+        remove("instances", name)  # only if a step failed
     return json.loads(json.dumps(steps).replace(tag, "TAG"))
+
+
+ansible_container.timeout = 1200  # six commands of at most 180 s each, and member_lxc calls
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -382,7 +422,10 @@ def ansible_without_wait(urls, endpoint, tag):
                                                    state="started")}]}])
         return [rc, [(n, r.get("failed", False), r.get("msg"), r.get("actions")) for n, r in tasks]]
     finally:
-        member_lxc("node1", "delete", "-f", name, check=False)
+        remove("instances", name)
+
+
+ansible_without_wait.timeout = 600
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
