@@ -435,3 +435,19 @@ def test_ansible_lxd_container_without_wait_for_container(outcomes, endpoint):
     got = outcomes.check(ansible_without_wait, endpoint)
     assert got == [2, [("create", True, "", [])]], got
 
+
+
+def test_readme_matrix_names_existing_tests():
+    """Every cell of README.md's compatibility matrix names a test that exists (file, function, parameter)."""
+    top = os.environ["LXDGW_TOP"]
+    with open(os.path.join(top, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## Client compatibility", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)(?:\[(\w+)\])?`", section)
+    assert len(named) >= 20, named
+    for path, func, param in named:
+        with open(os.path.join(top, "tests/e2e", path)) as f:
+            src = f.read()
+        assert re.search(rf"^def {func}\(", src, re.M), f"README names {path}::{func}, which does not exist"
+        if param:
+            assert param in ENDPOINTS and "endpoint" in src.split(f"def {func}(", 1)[1].split(")", 1)[0], (path, func)
