@@ -449,5 +449,7 @@ def test_readme_matrix_names_existing_tests():
         with open(os.path.join(top, "tests/e2e", path)) as f:
             src = f.read()
         assert re.search(rf"^def {func}\(", src, re.M), f"README names {path}::{func}, which does not exist"
-        if param:
-            assert param in ENDPOINTS and "endpoint" in src.split(f"def {func}(", 1)[1].split(")", 1)[0], (path, func)
+        if param in ENDPOINTS:  # this file's scenarios: parametrised over the endpoints
+            assert "endpoint" in src.split(f"def {func}(", 1)[1].split(")", 1)[0], f"{path}::{func} has no endpoint"
+        elif param:
+            assert f'"{param}"' in src, f"README names {path}::{func}[{param}], a parameter the file does not have"
