@@ -166,8 +166,8 @@ def wait(c, r):
 
 
 def pylxd_volumes(urls, endpoint, tag):
-    """create, list, snapshot (pylxd 2.2.10 has no volume-snapshot model: its raw `client.api` node, as its own docs
-    suggest for what the models lack), list snapshots, delete snapshot and volume."""
+    """create, list, snapshot (pylxd 2.2.10 has no volume-snapshot model: through its raw `client.api` nodes, with the
+    client's session and certificate), list snapshots, delete snapshot and volume."""
     c = pylxd_client(urls[endpoint])
     pool = c.storage_pools.get("pool1")
     name = f"pyv-{tag}"
