@@ -25,7 +25,7 @@
  *
  * The steps run in the order of `drain_state_t`, one member call at a time until the moves, driven by advance().
  * Targets: the online member with the most free space in the volume's pool (`GET .../resources?target=`), less what
- * the drain already sends it.
+ * the drain already sends it (a volume's usage, `GET .../state`, or, where the pool cannot tell, its `size`).
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -310,6 +310,43 @@ static void add_space(const gw_member_t *m, void *data)
     }
 }
 
+/* an LXD size ("40MiB", "1GB", "512"): bytes; 0 when it is not one (a member's text: checked, never trusted) */
+static uint64_t parse_size(const char *s)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"kB", 1000},
+                 {"MB", 1000000},
+                 {"GB", 1000000000},
+                 {"TB", 1000000000000},
+                 {"KiB", 1ull << 10},
+                 {"MiB", 1ull << 20},
+                 {"GiB", 1ull << 30},
+                 {"TiB", 1ull << 40},
+                 {"PiB", 1ull << 50}};
+    uint64_t n = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return 0;
+    for (; *p >= '0' && *p <= '9'; ++p) {
+        if (n > (UINT64_MAX - 9) / 10)
+            return 0;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p == '.') /* (a fraction: rounded down) */
+        for (++p; *p >= '0' && *p <= '9'; ++p)
+            ;
+    while (*p == ' ')
+        ++p;
+    for (size_t i = 0; i != sizeof(units) / sizeof(units[0]); ++i)
+        if (strcmp(p, units[i].unit) == 0)
+            return n <= UINT64_MAX / units[i].mult ? n * units[i].mult : 0;
+    return 0;
+}
+
 /* DR_VOLUMES' answer for the pool at d->cursor: the volumes on the member (a remote pool's, everywhere, are not) */
 static void take_volumes(drain_t *d, json_t *list)
 {
@@ -326,6 +363,7 @@ static void take_volumes(drain_t *d, json_t *list)
         *nv =
             (vol_t){strdup(pool), strdup(*gw_vol_str(v, "project") != '\0' ? gw_vol_str(v, "project") : d->project), strdup(name)};
         nv->d = d;
+        nv->bytes = parse_size(gw_vol_str(json_object_get(v, "config"), "size")); /* (until its usage is known) */
         json_t *users = json_object_get(v, "used_by");
         const char *mover = json_string_value(json_object_get(json_object_get(v, "config"), GW_VOL_MOVE_MARK));
         if (json_array_size(users) != 0) { /* LXD deletes no volume in use, even by a stopped instance: it stays */
@@ -509,7 +547,8 @@ static void on_answer(void *data, const char *err, long status, json_t *json, co
     }
     case DR_SIZES: {
         json_int_t used = json_integer_value(json_object_get(json_object_get(meta, "usage"), "used"));
-        d->vols[d->cursor].bytes = ok && used > 0 ? (uint64_t)used : 0;
+        if (ok && used > 0) /* (a pool that cannot tell, as dir without quotas: its `size`, if it has one) */
+            d->vols[d->cursor].bytes = (uint64_t)used;
         ++d->cursor;
         return act(d);
     }

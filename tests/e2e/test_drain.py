@@ -6,12 +6,13 @@ The volumes live in projects of their own (p-drain*), so that a drain never touc
 Crash tests use LXDGW_TEST_PAUSE_AT=<step> (the gateway freezes right after journaling <step>), SIGKILL, restart."""
 import json
 import os
+import shutil
 import time
 
 import pytest
 
 from conftest import member_lxc
-from helpers import MiB, curl, tree_digest, volume_dir
+from helpers import CLUSTER_DIR, MiB, curl, sh, tree_digest, volume_dir
 from test_copy import fill, snapshot_dir, volumes
 from test_move import NODES
 from test_move_safety import log_mark, new_gateway, retire, start_ready
@@ -233,3 +234,62 @@ def test_crash_mid_drain_loses_nothing_and_the_drain_can_be_run_again(crashable,
     assert done["status"] == "Success", done
     rep = report(done)  # (a volume the first run had moved is not in the second's report)
     assert_drained(vols, {n: rep.get(n, {"outcome": "moved", "to": where(n)[0]}) for n in ("v-dr1", "v-dr2", "v-dr-used")})
+
+
+# ---- targets by free space ----
+
+def pool_volumes(node, project, pool):
+    out = member_lxc(node, "query", f"/1.0/storage-pools/{pool}/volumes/custom?recursion=1&project={project}&target={node}").stdout
+    return [v["name"] for v in json.loads(out) if v["location"] == node]
+
+
+def in_member_mounts(node, *args, check=True):
+    """A command in member `node`'s own mount namespace: each daemon runs in a private one (tests/cluster/cluster.sh),
+    where a mount the test makes in its own would not show."""
+    with open(f"{CLUSTER_DIR}/{node}/lxd.pid") as f:
+        pid = f.read().strip()
+    return sh(["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *args], check=check)
+
+
+@pytest.fixture
+def small_pool():
+    """pool-dr, a dir pool whose source on node2 is a 96 MiB tmpfs and on node3 a 160 MiB one (node1: a directory),
+    each mounted where only that member sees it: members with different free space. Removed afterwards, the tmpfs
+    unmounted."""
+    base = f"{CLUSTER_DIR}/pool-dr"
+    sizes = {"node2": "96m", "node3": "160m"}
+    for n in NODES:
+        os.makedirs(f"{base}/{n}", exist_ok=True)
+        if n in sizes:
+            in_member_mounts(n, "mount", "-t", "tmpfs", "-o", f"size={sizes[n]}", "tmpfs", f"{base}/{n}")
+    try:
+        for n in NODES:
+            member_lxc("node1", "storage", "create", "pool-dr", "dir", f"source={base}/{n}", "--target", n)
+        member_lxc("node1", "storage", "create", "pool-dr", "dir")
+        yield "pool-dr"
+    finally:
+        for n in NODES:
+            for v in pool_volumes(n, P, "pool-dr"):
+                member_lxc(n, "storage", "volume", "delete", "pool-dr", v, "--target", n, "--project", P, check=False)
+        member_lxc("node1", "storage", "delete", "pool-dr", check=False)
+        for n in sizes:
+            in_member_mounts(n, "umount", "-l", f"{base}/{n}", check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_targets_follow_free_space(gateway, env, vols, small_pool):
+    """Three 40 MiB block volumes off node1; node3 has 160 MiB free, node2 96 MiB: the first two go to node3
+    (160, then 120 left in the plan), the third to node2 (96 > 80): what the drain sends counts, as its sizes."""
+    for name in ("v-fs1", "v-fs2", "v-fs3"):
+        member_lxc("node1", "storage", "volume", "create", "pool-dr", name, "--type=block", "size=40MiB", "--target", "node1",
+                   "--project", P)
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    code, body = drain(gateway.url, cert, key, body={"pools": ["pool-dr"], "parallel": 1})
+    assert code == 202, body
+    done = wait_op(gateway.url, cert, key, body["metadata"]["id"])
+    assert done["status"] == "Success", done
+    rep = report(done)
+    assert set(rep) == {"v-fs1", "v-fs2", "v-fs3"}, rep  # (pool1's volumes are not in this drain)
+    assert sorted(e["to"] for e in rep.values()) == ["node2", "node3", "node3"], rep
+    for name, e in rep.items():
+        assert [n for n in NODES if name in pool_volumes(n, P, "pool-dr")] == [e["to"]]
