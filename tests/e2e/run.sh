@@ -8,7 +8,8 @@
 # netns <netns>N and directory <dir>N (lxdgw2, /var/tmp/lxdgw-cluster2, ...). The clusters come up in parallel; each
 # suite writes to a log file of its own (in a fresh /tmp/lxdgw-e2e.XXXXXX, named at the start), printed as one
 # labelled block when the suite ends, so the output stays readable. Most of a suite's time is spent waiting on
-# LXD (members killed and restarted, settles, heartbeats), so two suites together take little more than one.
+# LXD (members killed and restarted, settles, heartbeats), so two suites together take little more than one; the
+# few modules too heavy to share 2 cores with another suite take turns (tests/e2e/exclusive.py).
 # The exit status is non-zero if any suite failed. LXDGW_KEEP_CLUSTER=1 leaves the clusters up.
 # LXDGW_E2E_SELECT: what pytest runs, instead of the whole directory (e.g. "tests/e2e/test_copy.py -k cancel").
 #
@@ -34,8 +35,9 @@ done
 suite() {
     bash "$cluster" settle || return # a previous run's crash tests must not leave a half-recovered cluster behind
     # shellcheck disable=SC2086 # LXDGW_E2E_SELECT is split into pytest's arguments
-    bash "$cluster" exec env LXDGW_BINARY="$1" LXDGW_TOP="$top" \
-        /usr/bin/python3 -m pytest -p no:cacheprovider -q -x --durations=25 ${LXDGW_E2E_SELECT:-"$here"}
+    # -p exclusive (tests/e2e/exclusive.py): the modules too heavy to share the machine with another suite run alone
+    bash "$cluster" exec env LXDGW_BINARY="$1" LXDGW_TOP="$top" PYTHONPATH="$here" \
+        /usr/bin/python3 -m pytest -p no:cacheprovider -p exclusive -q -x --durations=25 ${LXDGW_E2E_SELECT:-"$here"}
 }
 
 if [ ${#bins[@]} = 1 ]; then
