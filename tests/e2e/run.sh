@@ -34,8 +34,8 @@ done
 # the suite of one binary, on the cluster LXDGW_NETNS / LXDGW_CLUSTER_DIR name
 suite() {
     bash "$cluster" settle || return # a previous run's crash tests must not leave a half-recovered cluster behind
-    # shellcheck disable=SC2086 # LXDGW_E2E_SELECT is split into pytest's arguments
     # -p exclusive (tests/e2e/exclusive.py): the modules too heavy to share the machine with another suite run alone
+    # shellcheck disable=SC2086 # LXDGW_E2E_SELECT is split into pytest's arguments
     bash "$cluster" exec env LXDGW_BINARY="$1" LXDGW_TOP="$top" PYTHONPATH="$here" \
         /usr/bin/python3 -m pytest -p no:cacheprovider -p exclusive -q -x --durations=25 ${LXDGW_E2E_SELECT:-"$here"}
 }
