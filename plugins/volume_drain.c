@@ -76,6 +76,7 @@ typedef struct st_space_t {
 } space_t;
 
 typedef struct st_drain_t {
+    struct st_drain_t *next; /* the list of running drains (drains) */
     drain_state_t state;
     const gw_identity_t *id; /* the caller's */
     gw_member_t *member;     /* the one drained */
@@ -98,6 +99,8 @@ typedef struct st_drain_t {
     char *error;             /* a listing failed: the drain ends with it */
 } drain_t;
 
+static struct st_drain_t *drains; /* the running drains: one per member at a time */
+
 static int is_drain_post(h2o_req_t *req, h2o_iovec_t *member)
 {
     h2o_iovec_t p = req->path_normalized;
@@ -118,6 +121,11 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
 
 static void drain_free(drain_t *d)
 {
+    for (drain_t **p = &drains; *p != NULL; p = &(*p)->next)
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
     for (size_t i = 0; i != d->num_vols; ++i) {
         vol_t *v = &d->vols[i];
         free(v->pool), free(v->project), free(v->name), free(v->why);
@@ -573,6 +581,15 @@ static void on_cancel(gw_op_t *op, void *data)
         finish(d);
 }
 
+/* the running drain of `m` (on this replica), or NULL */
+static drain_t *drain_of(const gw_member_t *m)
+{
+    for (drain_t *d = drains; d != NULL; d = d->next)
+        if (d->member == m)
+            return d;
+    return NULL;
+}
+
 static void handle(h2o_req_t *req, const gw_caller_t *caller)
 {
     h2o_iovec_t member;
@@ -583,6 +600,10 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     }
     char *name = h2o_strdup(NULL, member.base, member.len).base;
     const char *project = gw_lxd_query(req, "project"), *all = gw_lxd_query(req, "all-projects");
+    if (req->entity.len > GW_VOL_MAX_BODY) {
+        gw_lxd_send_error(req, 400, "The request body is too large");
+        return;
+    }
     json_t *body = req->entity.len != 0 ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : json_object();
     json_t *pools = json_object_get(body, "pools"), *parallel = json_object_get(body, "parallel"), *p;
     size_t i;
@@ -610,6 +631,8 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         gw_lxd_send_error(req, 403, "not authorized"); /* (LXD's answer to a restricted certificate out of its projects) */
     } else if (m == NULL || !m->present) {
         gw_lxd_send_error(req, 404, "Cluster member not found: \"%s\"", name);
+    } else if (drain_of(m) != NULL) {
+        gw_lxd_send_error(req, 409, "A drain of %s is running (operation %s)", m->name, drain_of(m)->drain_id);
     } else {
         drain_t *d = calloc(1, sizeof(*d));
         d->id = caller->identity;
@@ -624,6 +647,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
             gw_op_start("Draining custom volumes", d->project, m->name, json_pack("{s:[s]}", "cluster_members", res), on_cancel, d);
         free(res);
         d->drain_id = strdup(gw_op_id(d->op));
+        d->next = drains, drains = d;
         gw_op_send_created(req, d->op);
         gw_metrics_single_call("volume_drain", "started");
         act(d);

@@ -144,6 +144,9 @@ typedef struct st_move_t {
     int temp_dropped;            /* a snapshot copy: its temporary volume is gone (MV_DROP_TEMP) */
     char *end_outcome, *end_err; /* a snapshot copy: the outcome finish() keeps while the temp is dropped */
     gw_op_status_t end_status;
+    int leave_open;                          /* the journal keeps the flow for the next start: its end is not written */
+    char *etag;                              /* MV_MARK_SOURCE: the source's ETag, which the mark's PATCH must match */
+    struct st_move_t *next;                  /* the list of live flows (flows) */
     char *dst_pool, *dst_project, *dst_name; /* where it goes */
     json_t *volume;                          /* what the target creates: name, type, config, description, content_type */
     char *move_id;                           /* journal key: the operation's id */
@@ -174,7 +177,18 @@ typedef struct st_answer_t {
 } answer_t;
 
 static h2o_context_t *ctx;
-static move_t *starting;                         /* gw_move_run's move while begin() runs: NULL once it ended there */
+static move_t *starting; /* gw_move_run's move while begin() runs: NULL once it ended there */
+static move_t *flows;    /* every live flow of this process: running, rolling back, recovering */
+
+/* `id` names a flow of this process that has not ended (a recovering one has no operation: gw_ops_is_running cannot
+ * tell) */
+static int flow_is_live(const char *id)
+{
+    for (move_t *m = flows; m != NULL; m = m->next)
+        if (m->move_id != NULL && strcmp(m->move_id, id) == 0)
+            return 1;
+    return 0;
+}
 static h2o_timeout_t retry_timeout;              /* RETRY_MS */
 static uint64_t recover_max_ms = RECOVER_MAX_MS; /* (test hook: LXDGW_TEST_RECOVER_MAX_MS) */
 
@@ -182,6 +196,11 @@ static void move_free(move_t *m)
 {
     if (m == starting)
         starting = NULL;
+    for (move_t **p = &flows; *p != NULL; p = &(*p)->next)
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
     if (h2o_timeout_is_linked(&m->retry))
         h2o_timeout_unlink(&m->retry);
     if (m->relay != NULL)
@@ -189,7 +208,7 @@ static void move_free(move_t *m)
     gw_hold_take(&m->hold); /* (the request, if still held, is not ours to answer any more) */
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
     free(m->move_id), free(m->transfer_op), free(m->why), free(m->patch);
-    free(m->snapshot), free(m->origin), free(m->temp_op), free(m->end_outcome), free(m->end_err);
+    free(m->snapshot), free(m->origin), free(m->temp_op), free(m->end_outcome), free(m->end_err), free(m->etag);
     json_decref(m->temp_config);
     json_decref(m->last_state);
     json_decref(m->volume);
@@ -276,6 +295,13 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
         m->end_outcome = strdup(strcmp(outcome, "moved") == 0 ? "copied" : outcome);
         m->end_err = err, m->end_status = status;
         go(m, MV_DROP_TEMP);
+        return;
+    }
+    if (m->leave_open) { /* (leave_to_next_start: the temporary volume is gone, the rest waits for the next start) */
+        gw_log(GW_LOG_WARN, "removed a snapshot copy's temporary volume; the journal keeps the copy for the next start", "move",
+               m->move_id, NULL);
+        free(err);
+        move_free(m);
         return;
     }
     json_t *r = json_pack("{s:s}", "outcome", outcome);
@@ -490,7 +516,14 @@ static void act(move_t *m)
     case MV_ROLLBACK:
         get_target(m);
         return;
-    case MV_MARK_SOURCE_PATCH:
+    case MV_MARK_SOURCE_PATCH: { /* only if the source is as it was read: two flows cannot both mark it (LXD checks If-Match) */
+        char *path = gw_lxd_volume_path(m->pool, m->name, m->project, m->src->name),
+             *header = m->etag != NULL ? gw_text_dupf("If-Match: %s", m->etag) : NULL;
+        gw_call_opts_t opts = {.header = header};
+        gw_backend_call_opts(&opts, m->src->url, m->id, "PATCH", path, m->patch, 30000, on_answer, m);
+        free(path), free(header);
+        return;
+    }
     case MV_UNMARK_SOURCE_PATCH:
         gw_vol_patch(m->src, m->id, m->pool, m->name, m->project, m->patch, on_answer, m);
         return;
@@ -527,8 +560,21 @@ static void act(move_t *m)
     abort();
 }
 
+/* an ETag as a header value: what LXD sends (a quoted hex digest), checked: it goes into a request header */
+static int etag_ok(const char *etag)
+{
+    size_t len = strlen(etag);
+    return len != 0 && len < 200 && strspn(etag, "\"0123456789abcdefABCDEF") == len;
+}
+
 static void on_answer(void *data, const char *err, long status, json_t *json, const gw_call_t *call)
 {
+    move_t *m = data;
+    if (m->state == MV_MARK_SOURCE && err == NULL) {
+        const char *etag = gw_call_header(call, "ETag");
+        free(m->etag);
+        m->etag = etag != NULL && etag_ok(etag) ? strdup(etag) : NULL;
+    }
     answer_t a = {err, err != NULL && gw_call_not_sent(call), status, json};
     advance(data, &a);
 }
@@ -583,6 +629,8 @@ static void kept_both(move_t *m)
            m->src->name, m->why, m->dst_pool, m->dst_name, m->dst->name, MOVE_MARK);
 }
 
+static void leave_to_next_start(move_t *m);
+
 /* the target cannot be reached to remove what this move left there: the caller learns now, the removal is retried
  * ROLLBACK_RETRIES times, then left to the next start (the journal has no "end" for this move yet) */
 static void rollback_failed(move_t *m, const char *err)
@@ -595,6 +643,20 @@ static void rollback_failed(move_t *m, const char *err)
         return;
     gw_log(GW_LOG_ERROR, "cannot reach the target to remove the move's partial copy; the journal keeps the move for the next start",
            "move", m->move_id, "member", m->dst->name, "err", err, "tries", gw_log_num(m->tries - 1), NULL);
+    leave_to_next_start(m);
+}
+
+/* the journal keeps the flow for the next start (a member did not answer long enough). A snapshot copy's temporary
+ * volume goes now all the same if its member answers and no copy can still be making it: every resume point removes
+ * it anyway, and meanwhile it takes space (and a project's disk quota) */
+static void leave_to_next_start(move_t *m)
+{
+    if (m->snapshot != NULL && !m->temp_dropped && m->src != NULL && m->src->healthy && m->state != MV_MAKE_TEMP &&
+        m->state != MV_WATCH_TEMP && m->state != MV_RECOVER_TEMP) {
+        m->leave_open = 1;
+        resume(m, MV_DROP_TEMP); /* (not journaled: the journal's step is where the next start resumes) */
+        return;
+    }
     move_free(m);
 }
 
@@ -641,7 +703,12 @@ static int temp_copy_ended(move_t *m, json_t *meta)
     size_t i;
     if (!json_is_object(meta) || (running != NULL && !json_is_array(running)))
         return 0;
-    json_array_foreach(running, i, op) if (strcmp(gw_vol_str(op, "description"), "Copying storage volume") == 0) return 0;
+    json_array_foreach(running, i, op)
+    {
+        const char *at = gw_vol_str(op, "location"); /* (LXD lists every member's: only the temporary volume's member counts) */
+        if (strcmp(gw_vol_str(op, "description"), "Copying storage volume") == 0 && (*at == '\0' || strcmp(at, m->src->name) == 0))
+            return 0;
+    }
     return 1;
 }
 
@@ -667,7 +734,7 @@ static void recover_later(move_t *m, const char *err)
                 m->snapshot != NULL ? "A member does not answer to finish the copy; the gateway finishes it at its next start"
                                     : "The volume was copied, but a member does not answer to finish the move; the gateway "
                                       "finishes it at its next start (both volumes are kept until then)");
-    move_free(m);
+    leave_to_next_start(m);
 }
 
 /* where recovery resumes: at steps[].resume of the step the journal says the move was at (a roll-back is journaled
@@ -693,7 +760,8 @@ static void recovered(move_t *m)
         gw_log(GW_LOG_WARN, "recovering a snapshot copy: removing its temporary volume", "move", m->move_id, NULL);
     } else if (s == MV_ROLLBACK) {
         gw_log(GW_LOG_WARN, "recovering a move: it was being rolled back, going on", "move", m->move_id, NULL);
-        m->why = strdup("recovered: the move was rolled back; the source was kept");
+        m->why = strdup(m->snapshot != NULL ? "recovered: the copy was rolled back; nothing was kept"
+                                            : "recovered: the move was rolled back; the source was kept");
     } else if (next == MV_ROLLBACK) {
         gw_log(GW_LOG_WARN, "recovering a move: interrupted before the transfer, rolling back", "move", m->move_id, NULL);
         m->why = strdup("recovered: the move was interrupted before the transfer; the source was kept");
@@ -770,6 +838,11 @@ static void advance(move_t *m, const answer_t *a)
                              gone ? "the volume is gone" : why(a, "no answer"));
         if (m->snapshot != NULL && made_by_move(m, a->json, 1)) /* the temporary volume: marked when it was made */
             return m->cancelled ? roll_back(m, "Operation cancelled") : go(m, MV_TRANSFER);
+        const char *other =
+            json_string_value(json_object_get(json_object_get(json_object_get(a->json, "metadata"), "config"), MOVE_MARK));
+        if (other != NULL && strcmp(other, m->move_id) != 0 && (flow_is_live(other) || gw_ops_is_running(other)))
+            return roll_back(m, "The volume is being moved by operation %s; nothing was changed",
+                             other); /* (a stale one: taken over) */
         m->patch = mark_patch(m, a->json, 1);
         return go(m, MV_MARK_SOURCE_PATCH);
     case MV_MARK_SOURCE_PATCH:
@@ -1034,6 +1107,7 @@ static void begin(move_t *m)
 static move_t *move_new(const gw_move_spec_t *spec)
 {
     move_t *m = calloc(1, sizeof(*m));
+    m->next = flows, flows = m;
     m->id = spec->id, m->src = spec->src, m->dst = spec->dst;
     m->pool = strdup(spec->pool), m->project = strdup(spec->project), m->name = strdup(spec->name);
     m->dst_pool = strdup(spec->dst_pool), m->dst_project = strdup(spec->dst_project), m->dst_name = strdup(spec->dst_name);
@@ -1155,6 +1229,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     h2o_iovec_t pool, vol;
     is_volume_post(req, &pool, &vol);
     move_t *m = calloc(1, sizeof(*m));
+    m->next = flows, flows = m;
     gw_hold_attach(&m->hold, req, NULL); /* (a client gone before the 202: begin() finds it so and changes nothing) */
     m->id = caller->identity;
     json_t *body = gw_vol_body(req);
@@ -1208,6 +1283,7 @@ static void recover_all(void)
         if (*gw_vol_str(r, "kind") != '\0')
             continue; /* another flow's (a drain's: volume_drain.c) */
         move_t *m = calloc(1, sizeof(*m));
+        m->next = flows, flows = m;
         m->journal = json_incref(r);
         m->id = &gw_identities[GW_IDENTITY_GATEWAY];
         m->move_id = strdup(gw_vol_str(r, "move"));

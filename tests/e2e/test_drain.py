@@ -7,6 +7,7 @@ Crash tests use LXDGW_TEST_PAUSE_AT=<step> (the gateway freezes right after jour
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -293,3 +294,44 @@ def test_targets_follow_free_space(gateway, env, vols, small_pool):
     assert sorted(e["to"] for e in rep.values()) == ["node2", "node3", "node3"], rep
     for name, e in rep.items():
         assert [n for n in NODES if name in pool_volumes(n, P, "pool-dr")] == [e["to"]]
+
+
+# ---- one flow per volume, one drain per member ----
+
+def test_a_second_drain_of_the_member_is_refused_while_one_runs(gateway, env, vols):
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    fill("node1", "v-dr1", P, size=256 * MiB)  # (so that the first is still running)
+    code, first = drain(gateway.url, cert, key, body={"parallel": 1})
+    assert code == 202, first
+    code, second = drain(gateway.url, cert, key)
+    assert code == 409 and second["type"] == "error", second
+    assert second["error"] == f"A drain of node1 is running (operation {first['metadata']['id']})", second
+    assert wait_op(gateway.url, cert, key, first["metadata"]["id"])["status"] == "Success"
+
+
+def test_two_moves_of_one_volume_at_once_move_it_once(gateway, env, vols):
+    """Two single-call moves of the same volume asked at the same moment (to node2 and to node3), three times: one
+    moves it, the other is refused or rolled back without touching it; the volume exists exactly once, whole (the
+    source is marked only if it is as it was read: If-Match; another live flow's mark stops a move)."""
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    at = "node1"
+    for _ in range(3):
+        results = {}
+
+        def move(to):
+            results[to] = curl(f"{gateway.url}/1.0/storage-pools/pool1/volumes/custom/v-dr1?target={to}&project={P}", cert, key,
+                               method="POST", data={"name": "v-dr1", "migration": True, "source": {"location": at}})
+        others = [n for n in NODES if n != at]
+        threads = [threading.Thread(target=move, args=(n,)) for n in others]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        outcomes = {}
+        for to, (code, body) in results.items():
+            outcomes[to] = wait_op(gateway.url, cert, key, body["metadata"]["id"])["status"] if code == 202 else code
+        assert sorted(str(o) for o in outcomes.values()) != ["Success", "Success"], outcomes
+        assert len(where("v-dr1")) == 1, (outcomes, where("v-dr1"))
+        at = where("v-dr1")[0]
+        assert tree_digest(volume_dir(at, "v-dr1", P)) == vols["v-dr1"], outcomes
+        assert "user.lxd-gateway.move" not in volumes(at, P)["v-dr1"][0]

@@ -270,3 +270,28 @@ def test_crash_at_each_step_leaves_no_temporary_volume(crashable, env, src, step
     while steps_of(gw.state, copy_id)[-1:] != ["end"]:
         assert time.time() < deadline, steps_of(gw.state, copy_id)
         time.sleep(0.2)
+
+
+def test_crash_while_rolling_back_a_cancelled_copy(crashable, env, src):
+    """Cancelled, so rolled back, and killed right after "rolling-back" was journaled: the restart removes the
+    temporary volume; nothing on the target, the source intact."""
+    gw, cert, key = crashable, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    fill("node1", "v-sc", size=64 * MiB)
+    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
+    mark = log_mark(gw)
+    start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": "rolling-back"})
+    code, body = post_copy(gw.url, cert, key, snap_body(snap="v-sc/big"))
+    assert code == 202, body
+    copy_id = body["metadata"]["id"]
+    code, answer = curl(f"{gw.url}/1.0/operations/{copy_id}", cert, key, method="DELETE")
+    assert code == 200, answer
+    gw.wait_log('msg="paused for a test" step=rolling-back', mark, timeout=120)
+    gw.kill()
+    mark = log_mark(gw)
+    gw.start()
+    outcome, line = ended(gw, copy_id, mark)
+    assert outcome == "rolled-back", line
+    no_temporaries()
+    assert "v-sc2" not in volumes("node2")
+    assert tree_digest(volume_dir("node1", "v-sc")) != src["now"]  # (the 64 MiB fill)
+    assert tree_digest(snapshot_dir("node1", "v-sc", "snap0")) == src["snap0"]
