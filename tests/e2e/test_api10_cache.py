@@ -27,6 +27,8 @@ from test_trust_boundary import Https
 CLUSTER = os.path.join(os.environ["LXDGW_TOP"], "tests/cluster/cluster.sh")
 DIRECT = {"node1": "https://127.0.0.11:8443", "node2": "https://127.0.0.12:8443", "node3": "https://127.0.0.13:8443"}
 EXT = "cluster_internal_custom_volume_copy"  # added by plugins/api_extensions.c while the members lack it
+# every extension a plugin adds while the members lack it (plugins/registry.c)
+ADDED = {EXT, "storage_api_remote_volume_snapshot_copy", "storage_volumes_all"}
 TTL = 3  # cluster.server_cache_ttl's default: a change made on a member shows after its event, at the latest after this
 CACHED_ADDR, CACHED_METRICS = "127.0.0.1:8446", "127.0.0.1:9446"
 
@@ -47,7 +49,7 @@ def normal(meta):
     """A view with the gateway's deliberate additions taken out, for comparison with LXD's own."""
     meta = dict(meta)
     meta.pop("auth_user_name", None)
-    meta["api_extensions"] = [e for e in meta["api_extensions"] if e != EXT]
+    meta["api_extensions"] = [e for e in meta["api_extensions"] if e not in ADDED]
     if isinstance(meta.get("config"), dict):
         meta["config"] = {k: (("true" if v else "false") if isinstance(v, bool) else v) for k, v in meta["config"].items()}
     return meta
