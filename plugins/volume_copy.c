@@ -27,14 +27,9 @@
 
 /* a claimed request, malloc'd: the copy goes on when the client leaves after step 1 was sent */
 typedef struct st_copy_t {
-    gw_hold_t hold;            /* the client's request, until it is answered or its client goes (hold.h) */
-    const gw_identity_t *id;   /* the caller's identity (identities are never freed) */
-    gw_member_t *src, *dst;    /* source.location, ?target= */
-    char *pool, *project;      /* the path's pool, ?project= ("default" when absent) */
-    char *src_pool, *src_proj; /* source.pool, source.project (default: the same as the target's) */
-    char *src_name;            /* source.name */
-    json_t *volume;            /* what the target creates: name, type, config, description, content_type */
-    int volume_only, refresh;  /* source.volume_only, source.refresh */
+    gw_hold_t hold;          /* the client's request, until it is answered or its client goes (hold.h) */
+    const gw_identity_t *id; /* the caller's identity (identities are never freed) */
+    gw_vol_copy_req_t r;     /* the request (volumes.h) */
 } copy_t;
 
 static int claims(h2o_req_t *req, const gw_caller_t *caller)
@@ -54,8 +49,7 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
 static void copy_free(copy_t *c)
 {
     gw_hold_take(&c->hold); /* (the request, if still held, is not ours to answer any more) */
-    free(c->pool), free(c->project), free(c->src_pool), free(c->src_proj), free(c->src_name);
-    json_decref(c->volume);
+    gw_vol_copy_free(&c->r);
     free(c);
 }
 
@@ -100,8 +94,8 @@ static void on_migrated(void *data, const char *err, long status, json_t *json, 
     copy_t *c = data;
     const char *op = json_string_value(json_object_get(json_object_get(json, "metadata"), "id"));
     if (err == NULL && status == 202)
-        gw_log(GW_LOG_INFO, "volume copy started", "pool", c->pool, "volume", gw_vol_str(c->volume, "name"), "from", c->src->name,
-               "to", c->dst->name, "operation", op != NULL ? op : "-", NULL);
+        gw_log(GW_LOG_INFO, "volume copy started", "pool", c->r.pool, "volume", gw_vol_str(c->r.volume, "name"), "from",
+               c->r.src->name, "to", c->r.dst->name, "operation", op != NULL ? op : "-", NULL);
     relay(c, err, status, json, location);
 }
 
@@ -112,8 +106,8 @@ static void start(copy_t *c)
         copy_free(c);
         return;
     }
-    gw_migrate_spec_t spec = {c->id,   c->src,     c->dst,    c->src_pool,    c->src_proj, c->src_name,
-                              c->pool, c->project, c->volume, c->volume_only, c->refresh,  NULL};
+    gw_migrate_spec_t spec = {c->id,     c->r.src,     c->r.dst,    c->r.src_pool,    c->r.src_proj, c->r.src_name,
+                              c->r.pool, c->r.project, c->r.volume, c->r.volume_only, c->r.refresh,  NULL};
     gw_migrate_start(&spec, on_migrated, c);
 }
 
@@ -137,44 +131,11 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
         return;
     }
     case GW_VOL_CHECKED:
-        if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
-            json_object_set(c->volume, "content_type", json_object_get(r->source, "content_type"));
+        if (json_object_get(c->r.volume, "content_type") == NULL) /* LXD would assume filesystem: keep a block volume block */
+            json_object_set(c->r.volume, "content_type", json_object_get(r->source, "content_type"));
         start(c);
         return;
     }
-}
-
-static char *dup_or(const char *s, const char *dflt)
-{
-    return strdup(s != NULL && *s != '\0' ? s : dflt);
-}
-
-/* the checks that need no member; NULL or the error to answer (400) */
-static const char *parse(copy_t *c, h2o_req_t *req, json_t *body)
-{
-    json_t *source = json_object_get(body, "source");
-    const char *name = gw_vol_str(body, "name"), *type = gw_vol_str(body, "type"), *project = gw_lxd_query(req, "project");
-    c->pool = strdup(gw_vol_pool_of(req));
-    c->project = dup_or(project, "default");
-    c->src_pool = dup_or(gw_vol_str(source, "pool"), c->pool);
-    c->src_proj = dup_or(gw_vol_str(source, "project"), c->project);
-    c->src_name = strdup(gw_vol_str(source, "name"));
-    c->volume_only = json_is_true(json_object_get(source, "volume_only"));
-    c->refresh = json_is_true(json_object_get(source, "refresh"));
-    c->volume = gw_vol_new_volume(body);
-    if (*name == '\0')
-        return "No name provided";
-    if (strchr(name, '/') != NULL)
-        return "Storage volume names may not contain slashes";
-    if (*type != '\0' && strcmp(type, "custom") != 0)
-        return "Only custom storage volumes can be copied between cluster members";
-    if (*c->src_name == '\0')
-        return "No source volume name supplied";
-    if (strchr(c->src_name, '/') != NULL)
-        return "Copying a single snapshot to another cluster member needs LXD 5.0.3 or later "
-               "(storage_api_remote_volume_snapshot_copy), which this cluster lacks: copy the volume (its snapshots come with it), "
-               "or first copy the snapshot to a new volume on its own member";
-    return NULL;
 }
 
 static void handle(h2o_req_t *req, const gw_caller_t *caller)
@@ -182,36 +143,23 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     copy_t *c = calloc(1, sizeof(*c));
     gw_hold_attach(&c->hold, req, NULL); /* (the copy goes on if the client leaves after step 1 was sent) */
     c->id = caller->identity;
-    json_t *body = gw_vol_body(req);
-    const char *err = parse(c, req, body), *location = gw_vol_str(json_object_get(body, "source"), "location"),
-               *target = gw_lxd_query(req, "target");
-    int status = 400;
-    char *msg = NULL;
-    static const char *const names[] = {"pool", "project", "target", NULL};
-    const char *values[] = {c->pool, c->project, target}, *bad = gw_vol_bad_text(names, values);
-    if (bad != NULL) {
-        refuse(c, 400, "The %s in the request is not valid UTF-8", bad);
-    } else if (err != NULL) {
+    char *err = gw_vol_copy_parse(req, &c->r), *msg = NULL;
+    int status;
+    if (err == NULL && strchr(c->r.src_name, '/') != NULL) /* (volume_snapshot_copy.c claims these while the cluster lacks it) */
+        err =
+            strdup("Copying a single snapshot to another cluster member needs LXD 5.0.3 or later "
+                   "(storage_api_remote_volume_snapshot_copy), which this cluster lacks: copy the volume (its snapshots come with "
+                   "it), or first copy the snapshot to a new volume on its own member");
+    if (err != NULL) {
         refuse(c, 400, "%s", err);
-    } else if ((c->src = gw_vol_member(location, "source.location", &status, &msg)) == NULL ||
-               (c->dst = gw_vol_member(target, "target", &status, &msg)) == NULL) {
+    } else if ((status = gw_vol_copy_members(req, &c->r, &msg)) != 0) {
         refuse(c, status, "%s", msg);
     } else {
-        gw_member_note(req, c->dst);
-        gw_vol_check_spec_t spec = {.id = c->id,
-                                    .src = c->src,
-                                    .dst = c->dst,
-                                    .src_pool = c->src_pool,
-                                    .src_project = c->src_proj,
-                                    .src_name = c->src_name,
-                                    .dst_pool = c->pool,
-                                    .dst_project = c->project,
-                                    .dst_name = gw_vol_str(c->volume, "name"),
-                                    .may_exist = c->refresh};
+        gw_vol_check_spec_t spec = gw_vol_copy_spec(&c->r, c->id);
+        spec.may_exist = c->r.refresh;
         gw_vol_check(&spec, on_checked, c);
     }
-    free(msg);
-    json_decref(body);
+    free(err), free(msg);
 }
 
 static const char *init(const gw_config_t *conf, h2o_context_t *ctx)

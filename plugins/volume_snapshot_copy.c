@@ -20,19 +20,15 @@
 #include "metrics.h"
 #include "plugin.h"
 #include "proxy.h"
-#include "text.h"
 #include "volume_move.h"
 #include "volumes.h"
 
 /* a claimed request, until its checks end */
 typedef struct st_snapcopy_t {
-    gw_hold_t hold;            /* the client's request, until it is answered or its client goes (hold.h) */
-    const gw_identity_t *id;   /* the caller's identity (identities are never freed) */
-    gw_member_t *src, *dst;    /* source.location, ?target= */
-    char *pool, *project;      /* the path's pool, ?project= ("default" when absent) */
-    char *src_pool, *src_proj; /* source.pool, source.project (default: the same as the target's) */
-    char *src_name, *snapshot; /* source.name, cut at its '/': the volume, the snapshot */
-    json_t *volume;            /* what the target creates: name, type, config, description, content_type */
+    gw_hold_t hold;          /* the client's request, until it is answered or its client goes (hold.h) */
+    const gw_identity_t *id; /* the caller's identity (identities are never freed) */
+    gw_vol_copy_req_t r;     /* the request (volumes.h); r.src_name: source.name up to its '/', the volume */
+    char *snapshot;          /* source.name after its '/' */
 } snapcopy_t;
 
 /* the request's `source.name` names a snapshot: "<volume>/<snapshot>" */
@@ -59,8 +55,8 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
 static void snapcopy_free(snapcopy_t *c)
 {
     gw_hold_take(&c->hold); /* (the request, if still held, is not ours to answer any more) */
-    free(c->pool), free(c->project), free(c->src_pool), free(c->src_proj), free(c->src_name), free(c->snapshot);
-    json_decref(c->volume);
+    gw_vol_copy_free(&c->r);
+    free(c->snapshot);
     free(c);
 }
 
@@ -99,53 +95,36 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
         break;
     }
     h2o_req_t *req = gw_hold_take(&c->hold);
-    if (req != NULL) {                                          /* (a client gone before anything was changed: nothing to do) */
-        if (json_object_get(c->volume, "content_type") == NULL) /* LXD would assume filesystem: a block snapshot stays block */
-            json_object_set(c->volume, "content_type", json_object_get(r->source, "content_type"));
+    if (req != NULL) {                                            /* (a client gone before anything was changed: nothing to do) */
+        if (json_object_get(c->r.volume, "content_type") == NULL) /* LXD would assume filesystem: a block snapshot stays block */
+            json_object_set(c->r.volume, "content_type", json_object_get(r->source, "content_type"));
         gw_move_spec_t spec = {.id = c->id,
-                               .src = c->src,
-                               .dst = c->dst,
-                               .pool = c->src_pool,
-                               .project = c->src_proj,
-                               .name = c->src_name,
+                               .src = c->r.src,
+                               .dst = c->r.dst,
+                               .pool = c->r.src_pool,
+                               .project = c->r.src_proj,
+                               .name = c->r.src_name,
                                .snapshot = c->snapshot,
-                               .dst_pool = c->pool,
-                               .dst_project = c->project,
-                               .dst_name = gw_vol_str(c->volume, "name"),
-                               .volume = c->volume,
+                               .dst_pool = c->r.pool,
+                               .dst_project = c->r.project,
+                               .dst_name = gw_vol_str(c->r.volume, "name"),
+                               .volume = c->r.volume,
                                .temp_config = json_object_get(r->snapshot, "config")};
         gw_move_begin(req, &spec);
     }
     snapcopy_free(c);
 }
 
-static char *dup_or(const char *s, const char *dflt)
+/* the checks of its own, after the copy's: r.src_name cut at its '/' into the volume and the snapshot; NULL or the error
+ * to answer (400) */
+static const char *split(snapcopy_t *c)
 {
-    return strdup(s != NULL && *s != '\0' ? s : dflt);
-}
-
-/* the checks that need no member; NULL or the error to answer (400) */
-static const char *parse(snapcopy_t *c, h2o_req_t *req, json_t *body)
-{
-    json_t *source = json_object_get(body, "source");
-    const char *name = gw_vol_str(body, "name"), *type = gw_vol_str(body, "type"), *project = gw_lxd_query(req, "project"),
-               *from = gw_vol_str(source, "name"), *slash = strchr(from, '/');
-    c->pool = strdup(gw_vol_pool_of(req));
-    c->project = dup_or(project, "default");
-    c->src_pool = dup_or(gw_vol_str(source, "pool"), c->pool);
-    c->src_proj = dup_or(gw_vol_str(source, "project"), c->project);
-    c->src_name = strndup(from, slash - from);
+    char *slash = strchr(c->r.src_name, '/'); /* (claims: there is one, not first) */
     c->snapshot = strdup(slash + 1);
-    c->volume = gw_vol_new_volume(body);
-    if (*name == '\0')
-        return "No name provided";
-    if (strchr(name, '/') != NULL)
-        return "Storage volume names may not contain slashes";
-    if (*type != '\0' && strcmp(type, "custom") != 0)
-        return "Only custom storage volumes can be copied between cluster members";
+    *slash = '\0';
     if (*c->snapshot == '\0' || strchr(c->snapshot, '/') != NULL)
         return "Invalid snapshot name: source.name must be <volume>/<snapshot>";
-    if (json_is_true(json_object_get(source, "refresh")))
+    if (c->r.refresh)
         return "A volume cannot be refreshed from a single snapshot";
     return NULL;
 }
@@ -155,38 +134,19 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     snapcopy_t *c = calloc(1, sizeof(*c));
     gw_hold_attach(&c->hold, req, NULL);
     c->id = caller->identity;
-    json_t *body = gw_vol_body(req);
-    const char *err = parse(c, req, body), *location = gw_vol_str(json_object_get(body, "source"), "location"),
-               *target = gw_lxd_query(req, "target");
-    int status = 400;
-    char *msg = NULL;
-    static const char *const names[] = {"pool", "project", "target", NULL};
-    const char *values[] = {c->pool, c->project, target}, *bad = gw_vol_bad_text(names, values);
-    if (bad != NULL) {
-        msg = gw_text_format("The %s in the request is not valid UTF-8", bad);
-        refuse(c, 400, NULL, msg);
-    } else if (err != NULL) {
-        refuse(c, 400, NULL, err);
-    } else if ((c->src = gw_vol_member(location, "source.location", &status, &msg)) == NULL ||
-               (c->dst = gw_vol_member(target, "target", &status, &msg)) == NULL) {
+    char *err = gw_vol_copy_parse(req, &c->r), *msg = NULL;
+    const char *own = err == NULL ? split(c) : NULL;
+    int status;
+    if (err != NULL || own != NULL) {
+        refuse(c, 400, NULL, err != NULL ? err : own);
+    } else if ((status = gw_vol_copy_members(req, &c->r, &msg)) != 0) {
         refuse(c, status, NULL, msg);
     } else {
-        gw_member_note(req, c->dst);
-        gw_vol_check_spec_t spec = {.id = c->id,
-                                    .src = c->src,
-                                    .dst = c->dst,
-                                    .src_pool = c->src_pool,
-                                    .src_project = c->src_proj,
-                                    .src_name = c->src_name,
-                                    .src_snapshot = c->snapshot,
-                                    .dst_pool = c->pool,
-                                    .dst_project = c->project,
-                                    .dst_name = gw_vol_str(c->volume, "name"),
-                                    .not_moving = 1};
+        gw_vol_check_spec_t spec = gw_vol_copy_spec(&c->r, c->id);
+        spec.src_snapshot = c->snapshot, spec.not_moving = 1;
         gw_vol_check(&spec, on_checked, c);
     }
-    free(msg);
-    json_decref(body);
+    free(err), free(msg);
 }
 
 const gw_plugin_t gw_plugin_volume_snapshot_copy = {"volume_snapshot_copy", "storage_api_remote_volume_snapshot_copy", NULL, claims,

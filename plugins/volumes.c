@@ -264,3 +264,69 @@ void gw_vol_check(const gw_vol_check_spec_t *spec, gw_vol_check_cb cb, void *dat
     c->state = CHECK_SOURCE;
     gw_vol_get(spec->src, spec->id, spec->src_pool, spec->src_name, spec->src_project, check_advance, c);
 }
+
+/* ---- a copy request ---- */
+
+static char *dup_or(const char *s, const char *dflt)
+{
+    return strdup(s != NULL && *s != '\0' ? s : dflt);
+}
+
+char *gw_vol_copy_parse(h2o_req_t *req, gw_vol_copy_req_t *r)
+{
+    json_t *body = gw_vol_body(req), *source = json_object_get(body, "source");
+    const char *name = gw_vol_str(body, "name"), *type = gw_vol_str(body, "type"), *project = gw_lxd_query(req, "project");
+    r->pool = strdup(gw_vol_pool_of(req));
+    r->project = dup_or(project, "default");
+    r->src_pool = dup_or(gw_vol_str(source, "pool"), r->pool);
+    r->src_proj = dup_or(gw_vol_str(source, "project"), r->project);
+    r->src_name = strdup(gw_vol_str(source, "name"));
+    r->volume_only = json_is_true(json_object_get(source, "volume_only"));
+    r->refresh = json_is_true(json_object_get(source, "refresh"));
+    r->volume = gw_vol_new_volume(body);
+    json_decref(body);
+    static const char *const names[] = {"pool", "project", "target", NULL};
+    const char *values[] = {r->pool, r->project, gw_lxd_query(req, "target")}, *bad = gw_vol_bad_text(names, values);
+    if (bad != NULL)
+        return gw_text_format("The %s in the request is not valid UTF-8", bad);
+    const char *err = *name == '\0'               ? "No name provided"
+                      : strchr(name, '/') != NULL ? "Storage volume names may not contain slashes"
+                      : *type != '\0' && strcmp(type, "custom") != 0
+                          ? "Only custom storage volumes can be copied between cluster members"
+                      : *r->src_name == '\0' ? "No source volume name supplied"
+                                             : NULL;
+    return err != NULL ? strdup(err) : NULL;
+}
+
+int gw_vol_copy_members(h2o_req_t *req, gw_vol_copy_req_t *r, char **msg)
+{
+    json_t *body = gw_vol_body(req);
+    int status = 0;
+    if ((r->src = gw_vol_member(gw_vol_str(json_object_get(body, "source"), "location"), "source.location", &status, msg)) !=
+            NULL &&
+        (r->dst = gw_vol_member(gw_lxd_query(req, "target"), "target", &status, msg)) != NULL) {
+        gw_member_note(req, r->dst);
+        status = 0;
+    }
+    json_decref(body);
+    return status;
+}
+
+gw_vol_check_spec_t gw_vol_copy_spec(const gw_vol_copy_req_t *r, const gw_identity_t *id)
+{
+    return (gw_vol_check_spec_t){.id = id,
+                                 .src = r->src,
+                                 .dst = r->dst,
+                                 .src_pool = r->src_pool,
+                                 .src_project = r->src_proj,
+                                 .src_name = r->src_name,
+                                 .dst_pool = r->pool,
+                                 .dst_project = r->project,
+                                 .dst_name = gw_vol_str(r->volume, "name")};
+}
+
+void gw_vol_copy_free(gw_vol_copy_req_t *r)
+{
+    free(r->pool), free(r->project), free(r->src_pool), free(r->src_proj), free(r->src_name);
+    json_decref(r->volume);
+}

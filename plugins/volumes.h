@@ -80,4 +80,26 @@ typedef void (*gw_vol_check_cb)(void *data, const gw_vol_checked_t *result);
 /* runs the checks (everything in `spec` is copied); `cb` is called once, with the first check that failed or all held */
 void gw_vol_check(const gw_vol_check_spec_t *spec, gw_vol_check_cb cb, void *data);
 
+/* ---- a copy request: POST .../volumes/custom?target=<B> with source.type copy (volume_copy.c, volume_snapshot_copy.c) ---- */
+
+typedef struct st_gw_vol_copy_req_t {
+    char *pool, *project;      /* the path's pool, ?project= ("default" when absent) */
+    char *src_pool, *src_proj; /* source.pool, source.project (default: the same as the target's) */
+    char *src_name;            /* source.name */
+    json_t *volume;            /* what the target creates (gw_vol_new_volume) */
+    int volume_only, refresh;  /* source.volume_only, source.refresh */
+    gw_member_t *src, *dst;    /* source.location, ?target= (gw_vol_copy_members) */
+} gw_vol_copy_req_t;
+
+/* reads the claimed copy `req` into `r` and makes the checks every copy makes, before any of its own: the text of the
+ * path and query, a name without slashes, the type, a source name. NULL, or the error to answer with 400 (malloc'd) */
+char *gw_vol_copy_parse(h2o_req_t *req, gw_vol_copy_req_t *r);
+/* the members the copy names (source.location, ?target=), known and online: 0, or the status to answer with the
+ * message *msg (malloc'd) */
+int gw_vol_copy_members(h2o_req_t *req, gw_vol_copy_req_t *r, char **msg);
+/* the checks of copy `r` for the caller `id` (gw_vol_check's spec; the caller adds what is its own) */
+gw_vol_check_spec_t gw_vol_copy_spec(const gw_vol_copy_req_t *r, const gw_identity_t *id);
+/* frees what `r` holds */
+void gw_vol_copy_free(gw_vol_copy_req_t *r);
+
 #endif
