@@ -16,7 +16,7 @@ from conftest import member_lxc
 from helpers import CLUSTER_DIR, MiB, curl, sh, tree_digest, volume_dir
 from test_copy import fill, snapshot_dir, volumes
 from test_move import NODES
-from test_move_safety import log_mark, new_gateway, retire, start_ready
+from test_move_safety import after_crash_test, crash_gateway, log_mark, start_ready
 
 P = "p-drain"
 
@@ -190,20 +190,13 @@ def test_cancel_stops_the_drain_and_loses_nothing(gateway, env, vols):
 
 @pytest.fixture(scope="module")
 def crashgw(tmp_path_factory):
-    gw, fp = new_gateway(str(tmp_path_factory.mktemp("drain-crash-gw")), "127.0.0.1:8488", "drain-crash-gateway")
-    yield gw
-    retire(gw, fp)
-    gw.check_sanitizers()
+    yield from crash_gateway(tmp_path_factory, "127.0.0.1:8488", "drain-crash-gateway")
 
 
 @pytest.fixture
 def crashable(crashgw):
     yield crashgw
-    if crashgw.proc is not None and crashgw.proc.poll() is None:
-        crashgw.kill()
-    journal = os.path.join(crashgw.state, "moves.journal")
-    if os.path.exists(journal):
-        os.unlink(journal)
+    after_crash_test(crashgw)
 
 
 @pytest.mark.parametrize("step", ["drain-planned", "begin", "transferring", "transferred"])

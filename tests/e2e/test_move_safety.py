@@ -128,24 +128,34 @@ def wait_member_op_ended(node, op_id, timeout=120):
     raise AssertionError(f"operation {op_id} on {node} still running after {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def crashgw(tmp_path_factory):
-    """A gateway of its own (state dir, journal) for crash tests; killed and restarted by the tests."""
-    gw, fp = new_gateway(str(tmp_path_factory.mktemp("safety-crash-gw")), "127.0.0.1:8483", "safety-crash-gateway")
+def crash_gateway(tmp_path_factory, addr, name):
+    """A gateway of its own (state dir, journal) for crash tests, killed and restarted by the tests; a module fixture's
+    body (yield from): afterwards it is retired and its sanitizer reports checked."""
+    gw, fp = new_gateway(str(tmp_path_factory.mktemp(name)), addr, name)
     yield gw
     retire(gw, fp)
     gw.check_sanitizers()
 
 
+def after_crash_test(gw):
+    """What a crash test leaves of `gw` is cleared for the next one."""
+    if gw.proc is not None and gw.proc.poll() is None:
+        gw.kill()  # a failed test may leave it frozen by the hook: the next one starts it anew
+    # and a flow it left unfinished must not be recovered in the middle of the next test (its volumes are gone)
+    journal = os.path.join(gw.state, "moves.journal")
+    if os.path.exists(journal):
+        os.unlink(journal)
+
+
+@pytest.fixture(scope="module")
+def crashgw(tmp_path_factory):
+    yield from crash_gateway(tmp_path_factory, "127.0.0.1:8483", "safety-crash-gateway")
+
+
 @pytest.fixture
 def crashable(crashgw):
     yield crashgw
-    if crashgw.proc is not None and crashgw.proc.poll() is None:
-        crashgw.kill()  # a failed test may leave it frozen by the hook: the next one starts it anew
-    # and a move it left unfinished must not be recovered in the middle of the next test (its volumes are gone)
-    journal = os.path.join(crashgw.state, "moves.journal")
-    if os.path.exists(journal):
-        os.unlink(journal)
+    after_crash_test(crashgw)
 
 
 @pytest.fixture

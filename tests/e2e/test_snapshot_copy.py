@@ -15,7 +15,7 @@ from conftest import member_lxc
 from helpers import MiB, curl, tree_digest, volume_dir
 from test_copy import fill, posts, snapshot_dir, volumes
 from test_move import NODES
-from test_move_safety import ended, log_mark, new_gateway, retire, start_ready, steps_of
+from test_move_safety import after_crash_test, crash_gateway, ended, log_mark, start_ready, steps_of
 
 EXT = "storage_api_remote_volume_snapshot_copy"
 MARK = "user.lxd-gateway.move"
@@ -216,20 +216,13 @@ def test_restricted_caller_copies_only_what_lxd_lets_it(gateway, tmp_path):
 
 @pytest.fixture(scope="module")
 def crashgw(tmp_path_factory):
-    gw, fp = new_gateway(str(tmp_path_factory.mktemp("snapcopy-crash-gw")), "127.0.0.1:8487", "snapcopy-crash-gateway")
-    yield gw
-    retire(gw, fp)
-    gw.check_sanitizers()
+    yield from crash_gateway(tmp_path_factory, "127.0.0.1:8487", "snapcopy-crash-gateway")
 
 
 @pytest.fixture
 def crashable(crashgw):
     yield crashgw
-    if crashgw.proc is not None and crashgw.proc.poll() is None:
-        crashgw.kill()
-    journal = os.path.join(crashgw.state, "moves.journal")
-    if os.path.exists(journal):
-        os.unlink(journal)
+    after_crash_test(crashgw)
 
 
 # step journaled -> what recovery makes of it
