@@ -41,6 +41,7 @@
 #include "text.h"
 #include "volume_move.h"
 #include "volumes.h"
+#include "volumes_all.h"
 
 #define PREFIX "/lxd-gateway/members/"
 #define SUFFIX "/drain"
@@ -296,12 +297,8 @@ static void take_pools(drain_t *d, json_t *list)
     d->pools = json_array();
     json_array_foreach(list, i, u)
     {
-        const char *url = json_string_value(u), *prefix = "/1.0/storage-pools/";
-        if (url == NULL || strncmp(url, prefix, strlen(prefix)) != 0)
-            continue;
-        char *name = gw_text_dupf("%s", url + strlen(prefix));
-        int bad = strchr(name, '/') != NULL || strchr(name, '?') != NULL || strchr(name, '%') != NULL; /* (not LXD's form) */
-        if (!bad && wanted_pool(d, name))
+        char *name = gw_volumes_all_pool_name(json_string_value(u)); /* (decoded; NULL: not LXD's form) */
+        if (name != NULL && wanted_pool(d, name))
             json_array_append_new(d->pools, json_string(name));
         free(name);
     }
