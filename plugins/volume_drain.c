@@ -24,8 +24,11 @@
  * longer on the member).
  *
  * The steps run in the order of `drain_state_t`, one member call at a time until the moves, driven by advance().
- * Targets: the online member with the most free space in the volume's pool (`GET .../resources?target=`), less what
- * the drain already sends it (a volume's usage, `GET .../state`, or, where the pool cannot tell, its `size`).
+ * Targets: of the members the cluster lists when the drain starts (read then, not the gateway's view of a few seconds
+ * ago), those not evacuated and answering for the pool's resources (`GET .../resources?target=`): the one with the
+ * most free space, less what the drain already sends it (a volume's usage, `GET .../state`, or, where the pool cannot
+ * tell, its `size`). A member LXD calls Offline but that answers is a target: LXD's Offline is a heartbeat that came
+ * late (busy members are called Offline for a round), and the move checks the target again before it begins.
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -50,6 +53,7 @@
 #define CALL_MS 30000
 
 typedef enum {
+    DR_MEMBERS, /* GET /1.0/cluster/members: the members that may take volumes (not the drained one, not evacuated) */
     DR_POOLS,   /* GET /1.0/storage-pools: which pools there are */
     DR_VOLUMES, /* GET each pool's custom volumes on the member (one pool per call) */
     DR_SPACE,   /* GET each pool's resources on each other online member: its free space */
@@ -89,6 +93,7 @@ typedef struct st_drain_t {
     char *drain_id;          /* the operation's id: journal key */
     gw_op_t *op;             /* the operation */
     int cancelled;           /* DELETE of the operation */
+    json_t *targets;         /* the names of the members that may take volumes */
     json_t *pools;           /* names */
     vol_t *vols;             /* the volumes found on the member */
     size_t num_vols;         /* ... how many */
@@ -134,6 +139,7 @@ static void drain_free(drain_t *d)
     free(d->vols), free(d->space), free(d->project), free(d->drain_id), free(d->error);
     json_decref(d->only_pools);
     json_decref(d->pools);
+    json_decref(d->targets);
     free(d);
 }
 
@@ -237,6 +243,8 @@ static void act(drain_t *d)
 {
     for (;;) {
         switch (d->state) {
+        case DR_MEMBERS:
+            return get(d, strdup("/1.0/cluster/members?recursion=1"));
         case DR_POOLS:
             return get(d, strdup("/1.0/storage-pools"));
         case DR_VOLUMES:
@@ -304,14 +312,34 @@ static void take_pools(drain_t *d, json_t *list)
     }
 }
 
-static void add_space(const gw_member_t *m, void *data)
+/* DR_MEMBERS' answer: the members, other than the drained one, that are not evacuated (an evacuated member is out of
+ * service by the operator's hand: it takes nothing). A member's entry is LXD's text: names are kept as text only. */
+static void take_members(drain_t *d, json_t *list)
 {
-    drain_t *d = data;
-    if (m == d->member || !m->present || !m->online || !m->healthy)
-        return;
-    for (size_t i = 0; i != json_array_size(d->pools); ++i) {
-        d->space = realloc(d->space, (d->num_space + 1) * sizeof(*d->space));
-        d->space[d->num_space++] = (space_t){json_string_value(json_array_get(d->pools, i)), (gw_member_t *)m, -1};
+    size_t i;
+    json_t *e;
+    d->targets = json_array();
+    json_array_foreach(list, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "server_name"));
+        const char *status = json_string_value(json_object_get(e, "status"));
+        if (name != NULL && status != NULL && strcmp(name, d->member->name) != 0 &&
+            (strcmp(status, "Online") == 0 || strcmp(status, "Offline") == 0))
+            json_array_append_new(d->targets, json_string(name));
+    }
+}
+
+/* the (pool, member) pairs whose free space DR_SPACE reads: every pool on every target the gateway knows */
+static void add_space(drain_t *d)
+{
+    for (size_t t = 0; t != json_array_size(d->targets); ++t) {
+        gw_member_t *m = gw_members_find(json_string_value(json_array_get(d->targets, t)));
+        if (m == NULL || m == d->member || !m->present)
+            continue;
+        for (size_t i = 0; i != json_array_size(d->pools); ++i) {
+            d->space = realloc(d->space, (d->num_space + 1) * sizeof(*d->space));
+            d->space[d->num_space++] = (space_t){json_string_value(json_array_get(d->pools, i)), m, -1};
+        }
     }
 }
 
@@ -394,7 +422,8 @@ static void choose(drain_t *d, vol_t *v)
     }
     if (best == NULL || best->free_bytes < (int64_t)v->bytes) {
         v->state = V_SKIPPED;
-        v->why = strdup(best == NULL ? "no other online member has the pool" : "no other member has room for it");
+        v->why =
+            strdup(best == NULL ? "no other member (not evacuated, answering) has the pool" : "no other member has room for it");
         return;
     }
     best->free_bytes -= (int64_t)v->bytes;
@@ -528,11 +557,17 @@ static void on_answer(void *data, const char *err, long status, json_t *json, co
     if (d->cancelled)
         return finish(d);
     switch (d->state) {
+    case DR_MEMBERS:
+        if (!ok || !json_is_array(meta))
+            return fail(d, "Cannot list the cluster members (%s)", err != NULL ? err : gw_vol_str(json, "error"));
+        take_members(d, meta);
+        d->state = DR_POOLS;
+        return act(d);
     case DR_POOLS:
         if (!ok || !json_is_array(meta))
             return fail(d, "Cannot list the storage pools (%s)", err != NULL ? err : gw_vol_str(json, "error"));
         take_pools(d, meta);
-        gw_members_foreach(add_space, d);
+        add_space(d);
         d->state = DR_VOLUMES, d->cursor = 0;
         return act(d);
     case DR_VOLUMES:
