@@ -11,6 +11,8 @@
 #include "backend.h"
 #include "config.h"
 #include "eventstream.h"
+#include "flows.h"
+#include "journal.h"
 #include "identity.h"
 #include "init.h"
 #include "linger.h"
@@ -21,6 +23,7 @@
 #include "plugin.h"
 #include "relay.h"
 #include "reload.h"
+#include "replica.h"
 #include "server.h"
 #include "shadow.h"
 #include "tls.h"
@@ -130,6 +133,10 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: config: identity.certificate: %s\n", err);
         return 1;
     }
+    if ((err = gw_replica_init(conf->state_dir)) != NULL) { /* the tag of this replica's operations */
+        fprintf(stderr, "lxd-gateway: %s\n", err);
+        return 1;
+    }
     gw_tokens_init(conf, server_fp);
     h2o_evloop_t *loop = h2o_evloop_create();
     log_flush.loop = loop;
@@ -150,7 +157,7 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
-    gw_ops_init(&srv.ctx, identity_fp); /* operation ids name this replica by its identity */
+    gw_ops_init(&srv.ctx, gw_replica_id()); /* operation ids name this replica by its id, not by its identity */
     gw_eventstream_init(&srv.ctx);
     if ((err = gw_relay_init(conf)) != NULL || (err = gw_peers_init(&srv.ctx, conf, identity_fp)) != NULL) {
         fprintf(stderr, "lxd-gateway: %s\n", err);
@@ -163,6 +170,8 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
+    /* the flows' state in the cluster (after the plugins: they opened the journal and said who adopts what) */
+    gw_flows_init(&srv.ctx, conf, gw_ops_tag(), gw_peers_knows_tag, gw_journal_unfinished());
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
 
     /* listen once the gateway knows the cluster (members and their API extensions, the trust store), so that its
@@ -179,7 +188,7 @@ static int run(const char *config_path)
     }
     gw_peers_start();
 
-    while (!stop_requested) {
+    while (!stop_requested && !gw_peers_must_stop()) { /* (a peer that has this replica's id stops it: peers.h) */
         run_once(loop, 1000);
         if (reload_requested) {
             reload_requested = 0;
@@ -204,7 +213,7 @@ static int run(const char *config_path)
     else
         gw_log(GW_LOG_INFO, "drained", NULL);
     gw_log_flush();
-    return 0;
+    return gw_peers_must_stop() ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -14,6 +14,7 @@
 #include "operations.h"
 #include "peers.h"
 #include "relay.h"
+#include "replica.h"
 #include "text.h"
 #include "tls.h"
 #include "wsclient.h"
@@ -32,15 +33,17 @@
 #define CALL_BUDGET_MS 60000    /* all attempts of a forwarded GET or DELETE */
 #define WAIT_SLACK_MS 30000     /* a forwarded wait may take its timeout and this much more */
 #define RETRY_MS 1000           /* pause before a forwarded request is tried again */
+#define STARTUP_MS 10000        /* after listening, the longest this process counts as starting (see on_probe) */
 
 typedef struct st_peer_t {
     char *name;                            /* from `peers` */
     char *url;                             /* "https://host:port" */
     char *pin;                             /* curl's pin of its server certificate */
     gw_identity_t id;                      /* this replica's identity, its server certificate pinned (the feed) */
-    char tag[9];                           /* its operations' tag; "" until it answered once */
-    char identity[GW_FINGERPRINT_LEN + 1]; /* its identity's fingerprint; "" until it answered once */
+    char tag[9];                           /* its operations' tag (its replica id); "" until it answered once */
+    char identity[GW_FINGERPRINT_LEN + 1]; /* its identity's fingerprint (may be this replica's); "" until it answered */
     int self;                              /* this entry is this replica */
+    int same_id;                           /* it answered with this replica's id (another process): logged once */
     int probed;                            /* a probe has ended at least once */
     int up;                                /* its feed is open */
     int down;                              /* evidence says it is not running (see above); cleared when it answers */
@@ -76,7 +79,10 @@ static struct {
     peer_t *peers;
     size_t num;
     char instance[33];                     /* random, per process: tells this replica's own entry apart */
-    char identity[GW_FINGERPRINT_LEN + 1]; /* this replica's identity fingerprint */
+    char identity[GW_FINGERPRINT_LEN + 1]; /* this replica's identity fingerprint (replicas may share one) */
+    uint64_t started_at;                   /* gw_clock_ms() when gw_peers_start was called; 0 before */
+    int settled;                           /* every listed peer has been probed once, or STARTUP_MS have passed */
+    int must_stop;                         /* another replica has this replica's id and this one is the newcomer */
     char *tags_file;                       /* state_dir/peers.tags: the tags learned, for a restart while a peer is down */
     h2o_timeout_t interval;                /* cluster.health_interval */
     h2o_timeout_t retry;                   /* RETRY_MS */
@@ -202,9 +208,43 @@ static void load_tags(void)
         return;
     while (fscanf(fp, "%255s %15s", name, tag) == 2)
         for (size_t i = 0; i != P.num; ++i)
-            if (strcmp(P.peers[i].name, name) == 0 && strlen(tag) == 8)
+            if (strcmp(P.peers[i].name, name) == 0 && strlen(tag) == 8 && strcmp(tag, gw_replica_id()) != 0)
                 memcpy(P.peers[i].tag, tag, 9);
     fclose(fp);
+}
+
+/* the start-up window ends once every listed peer (but this replica) has been probed once */
+static void settle(void)
+{
+    if (P.settled)
+        return;
+    for (size_t i = 0; i != P.num; ++i)
+        if (!P.peers[i].self && !P.peers[i].probed)
+            return;
+    P.settled = 1;
+}
+
+/* a peer answered with this replica's id from another process (a state_dir copied to another host): neither can tell
+ * its operations from the other's. While this process starts, it is the newcomer: it stops (main asks
+ * gw_peers_must_stop). Later, the other one is the newcomer and stops; until then that peer is never taken for this
+ * replica: no tag (operation ids with this id are this replica's own), no feed */
+static void same_id(peer_t *p, int starting)
+{
+    char *msg = gw_text_dupf("another replica (peer %s, %s) has this replica's id %s (state_dir/replica-id): each replica "
+                             "needs its own state_dir; %s",
+                             p->name, p->url, gw_replica_id(), starting ? "stopping" : "the one that started last stops");
+    if (starting || !p->same_id)
+        gw_log(GW_LOG_ERROR, msg, "peer", p->name, "url", p->url, "replica_id", gw_replica_id(), NULL);
+    free(msg);
+    p->same_id = 1;
+    p->tag[0] = '\0';
+    if (p->feed != NULL) {
+        gw_wsclient_close(p->feed);
+        p->feed = NULL;
+        p->up = 0;
+    }
+    if (starting)
+        P.must_stop = 1;
 }
 
 /* members pull this replica's relays from its own URL: through the load balancer they could reach the other one */
@@ -222,9 +262,10 @@ static void on_probe(void *data, const char *err, long status, json_t *json, con
     const char *tag = json_string_value(json_object_get(meta, "tag")),
                *identity = json_string_value(json_object_get(meta, "identity")),
                *instance = json_string_value(json_object_get(meta, "instance"));
-    int first = !p->probed;
+    int first = !p->probed, starting = !P.settled && gw_clock_ms() < P.started_at + STARTUP_MS;
     p->probe = NULL;
     p->probed = 1;
+    settle();
     if (err != NULL || status != 200 || tag == NULL || strlen(tag) != 8 || identity == NULL ||
         strlen(identity) != GW_FINGERPRINT_LEN || instance == NULL) {
         char why[256];
@@ -245,13 +286,11 @@ static void on_probe(void *data, const char *err, long status, json_t *json, con
         found_self(p);
         return;
     }
-    if (strcmp(tag, gw_ops_tag()) == 0) { /* two processes with one identity cannot tell their operations apart */
-        if (p->tag[0] == '\0')
-            gw_log(GW_LOG_ERROR, "a peer uses this replica's identity certificate; each replica needs its own", "peer", p->name,
-                   "url", p->url, NULL);
-        memcpy(p->tag, tag, 9);
+    if (strcmp(tag, gw_replica_id()) == 0) { /* two processes with one id cannot tell their operations apart */
+        same_id(p, starting);
         return;
     }
+    p->same_id = 0;
     if (strcmp(p->tag, tag) != 0) {
         memcpy(p->tag, tag, 9);
         save_tags();
@@ -354,8 +393,27 @@ const char *gw_peers_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
 
 void gw_peers_start(void)
 {
+    P.started_at = gw_clock_ms();
+    settle();
     if (P.num != 0 && !h2o_timeout_is_linked(&P.tick))
         on_tick(&P.tick);
+}
+
+int gw_peers_must_stop(void)
+{
+    return P.must_stop;
+}
+
+int gw_peers_knows_tag(const char *tag)
+{
+    if (tag == NULL || strlen(tag) != 8)
+        return 0;
+    if (strcmp(tag, gw_replica_id()) == 0)
+        return 1;
+    for (size_t i = 0; i != P.num; ++i)
+        if (!P.peers[i].self && strcmp(P.peers[i].tag, tag) == 0)
+            return 1;
+    return 0;
 }
 
 void gw_peers_foreach(void (*cb)(const char *name, int up, void *data), void *data)

@@ -21,6 +21,7 @@ int main(int argc, char **argv)
     test_log();
     test_api10();
     test_volumes_all();
+    test_replica();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

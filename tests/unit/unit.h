@@ -30,5 +30,6 @@ void test_members(void);
 void test_log(void);
 void test_volumes_all(void);
 void test_api10(void);
+void test_replica(void);
 
 #endif
