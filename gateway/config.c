@@ -246,6 +246,14 @@ static int k_health(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_duration(c, k, n, &c->conf->health_interval_ms);
 }
+static int k_flow_lease(ctx_t *c, const char *k, yaml_node_t *n)
+{
+    if (set_duration(c, k, n, &c->conf->flow_lease_ms) != 0)
+        return -1;
+    if (c->conf->flow_lease_ms < 2000)
+        return fail(c, k, n, "must be at least 2s (the owner renews it every quarter)");
+    return 0;
+}
 static int k_trust_refresh(ctx_t *c, const char *k, yaml_node_t *n)
 {
     return set_duration(c, k, n, &c->conf->trust_refresh_ms);
@@ -318,6 +326,7 @@ static const struct {
     {"cluster.members", k_members},
     {"cluster.certificate", k_cluster_cert},
     {"cluster.health_interval", k_health},
+    {"cluster.flow_lease", k_flow_lease},
     {"cluster.server_cache_ttl", k_server_cache_ttl},
     {"identity", NULL},
     {"identity.certificate", k_identity_cert},
@@ -393,6 +402,7 @@ static gw_config_t *new_defaults(void)
     conf->backend_timeout_ms = 3600 * 1000;        /* LXD long-polls (/wait, exports) stay idle for minutes */
     conf->stream_timeout_ms = 7 * 24 * 3600000ULL; /* an `lxc monitor` or console may stay quiet for days */
     conf->health_interval_ms = 2000;
+    conf->flow_lease_ms = 20000;
     conf->trust_refresh_ms = 30000;   /* a safety net: lifecycle events drive the re-reads */
     conf->server_cache_ttl_ms = 3000; /* a safety net too: events and the gateway's own writes drop it (api10.c) */
     return conf;

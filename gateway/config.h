@@ -42,6 +42,7 @@ typedef struct st_gw_config_t {
     uint64_t stream_timeout_ms;                 /* idle time on a tunnelled websocket (events, exec, console) */
     uint64_t drain_timeout_ms;                  /* how long SIGTERM waits for running gateway operations before exiting */
     uint64_t health_interval_ms;                /* how often each member is probed */
+    uint64_t flow_lease_ms;                     /* a flow's owner gone this long (no write seen): another replica adopts it */
     uint64_t trust_refresh_ms;                  /* how often the trust store is read again in full */
     uint64_t server_cache_ttl_ms;               /* GET /1.0 answers are served from the cache this long at most; 0: no cache */
     char *metrics_listen;                       /* "host:port" of the plain-HTTP /metrics listener (Prometheus); NULL = none */

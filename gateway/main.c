@@ -11,6 +11,8 @@
 #include "backend.h"
 #include "config.h"
 #include "eventstream.h"
+#include "flows.h"
+#include "journal.h"
 #include "identity.h"
 #include "init.h"
 #include "linger.h"
@@ -168,6 +170,8 @@ static int run(const char *config_path)
         fprintf(stderr, "lxd-gateway: %s\n", err);
         return 1;
     }
+    /* the flows' state in the cluster (after the plugins: they opened the journal and said who adopts what) */
+    gw_flows_init(&srv.ctx, conf, gw_ops_tag(), gw_peers_knows_tag, gw_journal_unfinished());
     gw_log(GW_LOG_INFO, "started", "version", GW_VERSION, "config", config_path, NULL);
 
     /* listen once the gateway knows the cluster (members and their API extensions, the trust store), so that its

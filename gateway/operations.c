@@ -147,16 +147,14 @@ static void changed(gw_op_t *op)
     json_decref(event);
 }
 
-gw_op_t *gw_op_start(const char *description, const char *project, const char *location, json_t *resources, gw_op_cancel_cb cancel,
-                     void *data)
+static gw_op_t *find(const char *id, size_t len);
+
+/* a new operation with id `id` (36 characters) */
+static gw_op_t *op_new(const char *id, const char *description, const char *project, const char *location, json_t *resources,
+                       gw_op_cancel_cb cancel, void *data)
 {
     gw_op_t *op = calloc(1, sizeof(*op));
-    unsigned char r[16];
-    RAND_bytes(r, sizeof(r));
-    r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
-    r[8] = (r[8] & 0x3f) | 0x80; /* variant 1 */
-    snprintf(op->id, sizeof(op->id), "%s-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", O.tag, r[4], r[5], r[6], r[7], r[8],
-             r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+    memcpy(op->id, id, 36);
     op->description = gw_text_clean(description, strlen(description), GW_TEXT_REPLACE); /* JSON strings, always */
     op->project = gw_text_clean(project, strlen(project), GW_TEXT_REPLACE);
     op->location = gw_text_clean(location, strlen(location), GW_TEXT_REPLACE);
@@ -170,6 +168,30 @@ gw_op_t *gw_op_start(const char *description, const char *project, const char *l
     h2o_linklist_insert(&O.ops, &op->link);
     changed(op);
     return op;
+}
+
+gw_op_t *gw_op_start(const char *description, const char *project, const char *location, json_t *resources, gw_op_cancel_cb cancel,
+                     void *data)
+{
+    unsigned char r[16];
+    char id[37];
+    RAND_bytes(r, sizeof(r));
+    r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
+    r[8] = (r[8] & 0x3f) | 0x80; /* variant 1 */
+    snprintf(id, sizeof(id), "%s-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", O.tag, r[4], r[5], r[6], r[7], r[8], r[9],
+             r[10], r[11], r[12], r[13], r[14], r[15]);
+    return op_new(id, description, project, location, resources, cancel, data);
+}
+
+gw_op_t *gw_op_adopt(const char *id, const char *description, const char *project, const char *location, json_t *resources,
+                     gw_op_cancel_cb cancel, void *data)
+{
+    size_t len = strlen(id);
+    if (len != 36 || strspn(id, "0123456789abcdef-") != len || find(id, len) != NULL) {
+        json_decref(resources);
+        return NULL;
+    }
+    return op_new(id, description, project, location, resources, cancel, data);
 }
 
 void gw_op_set(gw_op_t *op, const char *key, json_t *value)
@@ -260,7 +282,7 @@ size_t gw_ops_running(void)
 
 static gw_op_t *find(const char *id, size_t len)
 {
-    if (len != 36 || memcmp(id, O.tag, 8) != 0)
+    if (len != 36) /* (any tag: an adopted flow's operation keeps the id its first replica gave it) */
         return NULL;
     for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next) {
         gw_op_t *op = H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l);

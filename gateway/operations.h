@@ -41,6 +41,11 @@ void gw_ops_init(h2o_context_t *ctx, const char *tag);
  * cancel == NULL: it may not be cancelled */
 gw_op_t *gw_op_start(const char *description, const char *project, const char *location, json_t *resources, gw_op_cancel_cb cancel,
                      void *data);
+/* gw_op_start for a flow adopted from another replica (flows.h): the operation keeps the id `id` its first replica
+ * gave it, so that clients following it see its outcome here. NULL (and `resources` freed) if `id` is not an
+ * operation id or is in the registry already */
+gw_op_t *gw_op_adopt(const char *id, const char *description, const char *project, const char *location, json_t *resources,
+                     gw_op_cancel_cb cancel, void *data);
 /* its id */
 const char *gw_op_id(const gw_op_t *op);
 /* its project */

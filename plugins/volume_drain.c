@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include "flows.h"
 #include "journal.h"
 #include "log.h"
 #include "lxd.h"
@@ -91,6 +92,7 @@ typedef struct st_drain_t {
     unsigned parallel;       /* moves at a time */
     int dry_run;             /* plan only */
     char *drain_id;          /* the operation's id: journal key */
+    gw_flow_t *flow;         /* its state in the cluster (flows.h), once planned */
     gw_op_t *op;             /* the operation */
     int cancelled;           /* DELETE of the operation */
     json_t *targets;         /* the names of the members that may take volumes */
@@ -140,6 +142,8 @@ static void drain_free(drain_t *d)
     json_decref(d->only_pools);
     json_decref(d->pools);
     json_decref(d->targets);
+    if (d->flow != NULL) /* (not ended: left in the cluster for an adoption) */
+        gw_flow_release(d->flow);
     free(d);
 }
 
@@ -188,6 +192,10 @@ static void finish(drain_t *d)
     json_t *r = json_pack("{s:s, s:s}", "kind", "drain", "outcome", status == GW_OP_SUCCESS ? "drained" : "incomplete");
     gw_journal_end(d->drain_id, r);
     json_decref(r);
+    if (d->flow != NULL) {
+        gw_flow_end(d->flow);
+        d->flow = NULL;
+    }
     gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, "drain ended", "drain", d->drain_id, "member", d->member->name,
            "moved", gw_log_num((long long)count(d, V_MOVED)), "skipped", gw_log_num((long long)count(d, V_SKIPPED)), "failed",
            gw_log_num((long long)failed), "err", err != NULL ? err : "", NULL);
@@ -516,6 +524,20 @@ static void next_moves(drain_t *d)
         finish(d);
 }
 
+/* the plan is recorded in the cluster too (or not: nothing was moved) */
+static void on_planned(void *data, const char *err, int lost)
+{
+    drain_t *d = data;
+    if (err != NULL || lost)
+        return fail(d, "Cannot record the drain in the cluster (%s); nothing was moved",
+                    err != NULL ? err : "another replica took it over");
+    gw_log(GW_LOG_INFO, "drain started", "drain", d->drain_id, "member", d->member->name, "volumes",
+           gw_log_num((long long)d->num_vols), "to_move", gw_log_num((long long)count(d, V_PENDING)), NULL);
+    if (gw_move_pause_at("drain-planned"))
+        return;
+    next_moves(d);
+}
+
 static void plan_done(drain_t *d)
 {
     for (size_t i = 0; i != d->num_vols; ++i)
@@ -534,16 +556,15 @@ static void plan_done(drain_t *d)
         json_decref(plan);
         return finish(d);
     }
-    json_t *r = json_pack("{s:s, s:s, s:o}", "kind", "drain", "member", d->member->name, "plan", plan);
+    json_t *r = json_pack("{s:s, s:s, s:s, s:o}", "kind", "drain", "member", d->member->name, "project", d->project, "plan", plan);
     const char *err = gw_journal_write(d->drain_id, "drain-planned", r);
-    json_decref(r);
-    if (err != NULL)
+    if (err != NULL) {
+        json_decref(r);
         return fail(d, "Cannot record the drain in the gateway's journal (%s); nothing was moved", err);
-    gw_log(GW_LOG_INFO, "drain started", "drain", d->drain_id, "member", d->member->name, "volumes",
-           gw_log_num((long long)d->num_vols), "to_move", gw_log_num((long long)count(d, V_PENDING)), NULL);
-    if (gw_move_pause_at("drain-planned"))
-        return;
-    next_moves(d);
+    }
+    d->flow = gw_flow_new(d->drain_id, "drain");
+    gw_flow_write(d->flow, "drain-planned", r, on_planned, d);
+    json_decref(r);
 }
 
 /* ---- the one function every answer comes to ---- */
@@ -690,23 +711,33 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
 
 /* a drain a crash interrupted: its moves are recovered by their own flows; the drain is ended and logged, to be run
  * again */
+/* a drain whose replica stopped (a crash; or another replica's, its lease run out): its moves are flows of their own,
+ * finished or rolled back; the drain itself ends as interrupted, under its own operation id, and is run again to move
+ * the rest */
+static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
+{
+    const char *id = gw_flow_id(flow), *member = gw_vol_str(r, "member");
+    gw_log(GW_LOG_WARN, "found an interrupted drain: its moves are finished or rolled back; run the drain again to move the rest",
+           "drain", id, "member", member, "owner", from, NULL);
+    json_t *end = json_pack("{s:s, s:s}", "kind", "drain", "outcome", "interrupted");
+    gw_journal_end(id, end);
+    json_decref(end);
+    char *res = gw_text_dupf("/1.0/cluster/members/%s", member);
+    gw_op_t *op =
+        gw_op_adopt(id, "Draining custom volumes", *gw_vol_str(r, "project") != '\0' ? gw_vol_str(r, "project") : "default", member,
+                    json_pack("{s:[s]}", "cluster_members", res), NULL, NULL);
+    free(res);
+    if (op != NULL)
+        gw_op_finish(op, GW_OP_FAILURE,
+                     "The drain was interrupted (its gateway replica stopped); its moves were finished or rolled back: run the "
+                     "drain again to move the rest");
+    gw_flow_end(flow);
+}
+
 static const char *init(const gw_config_t *conf, h2o_context_t *ctx)
 {
     (void)conf, (void)ctx;
-    json_t *list = gw_journal_unfinished(), *r;
-    size_t i;
-    json_array_foreach(list, i, r)
-    {
-        if (strcmp(gw_vol_str(r, "kind"), "drain") != 0)
-            continue;
-        gw_log(GW_LOG_WARN,
-               "found an interrupted drain: its moves are finished or rolled back; run the drain again to move the rest", "drain",
-               gw_vol_str(r, "move"), "member", gw_vol_str(r, "member"), NULL);
-        json_t *end = json_pack("{s:s, s:s}", "kind", "drain", "outcome", "interrupted");
-        gw_journal_end(gw_vol_str(r, "move"), end);
-        json_decref(end);
-    }
-    json_decref(list);
+    gw_flows_on_adopt("drain", adopt_drain);
     return NULL;
 }
 

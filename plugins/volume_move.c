@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "clock.h"
+#include "flows.h"
 #include "hold.h"
 #include "journal.h"
 #include "log.h"
@@ -150,6 +151,8 @@ typedef struct st_move_t {
     char *dst_pool, *dst_project, *dst_name; /* where it goes */
     json_t *volume;                          /* what the target creates: name, type, config, description, content_type */
     char *move_id;                           /* journal key: the operation's id */
+    gw_flow_t *flow;                         /* its state in the cluster (flows.h), once its first step was recorded */
+    move_state_t recording;                  /* the step whose record is being written to the cluster */
     gw_op_t *op;                             /* the client's operation; NULL in recovery, or once the client was told */
     gw_move_done_cb done;                    /* gw_move_run's: told of the outcome with the client (then NULL) */
     void *done_data;                         /* ... its argument */
@@ -205,6 +208,8 @@ static void move_free(move_t *m)
         h2o_timeout_unlink(&m->retry);
     if (m->relay != NULL)
         gw_relay_close(m->relay);
+    if (m->flow != NULL) /* (not ended: left in the cluster for an adoption, after its lease) */
+        gw_flow_release(m->flow);
     gw_hold_take(&m->hold); /* (the request, if still held, is not ours to answer any more) */
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
     free(m->move_id), free(m->transfer_op), free(m->why), free(m->patch);
@@ -307,6 +312,10 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
     json_t *r = json_pack("{s:s}", "outcome", outcome);
     gw_journal_end(m->move_id, r); /* written again until it is (a lost one: the next start re-checks a finished move) */
     json_decref(r);
+    if (m->flow != NULL) { /* its state leaves the cluster (tried again until it does; a lost one: adopted, re-checked) */
+        gw_flow_end(m->flow);
+        m->flow = NULL;
+    }
     gw_log(status == GW_OP_SUCCESS ? GW_LOG_INFO : GW_LOG_WARN, m->snapshot != NULL ? "snapshot copy ended" : "volume move ended",
            "move", m->move_id, "outcome", outcome, "volume", m->snapshot != NULL ? m->origin : m->name, "snapshot",
            m->snapshot != NULL ? m->snapshot : "", "from", m->src != NULL ? m->src->name : "-", "to",
@@ -377,30 +386,78 @@ int gw_move_pause_at(const char *step)
     return 1;
 }
 
-static void go(move_t *m, move_state_t next)
+/* step `next`, its record written */
+static void take(move_t *m, move_state_t next)
 {
-    const char *step = steps[next].journal;
-    if (step != NULL) { /* a move that cannot record its steps must not take them */
-        json_t *r = record(m);
-        const char *err = gw_journal_write(m->move_id, step, r);
-        json_decref(r);
-        if (err != NULL) {
-            gw_log(GW_LOG_ERROR, "cannot write the move journal", "move", m->move_id, "step", step, "err", err, NULL);
-            if (steps[next].j_fail == J_REFUSE && (m->snapshot == NULL || next == MV_MAKE_TEMP))
-                return finish(m, "refused", GW_OP_FAILURE, "Cannot record the move in the gateway's journal; nothing was changed");
-            if (steps[next].j_fail == J_REFUSE) /* (a snapshot copy's temporary volume exists: it goes) */
-                return roll_back(m, "Cannot record the copy in the gateway's journal; nothing was kept");
-            if (steps[next].j_fail == J_ROLL_BACK)
-                return roll_back(m, "Cannot record the move's progress in the gateway's journal; the copy was removed, the "
-                                    "source kept");
-        } else if (gw_move_pause_at(step)) {
-            return;
-        }
-    }
     if (steps[next].phase != steps[m->state].phase || next == MV_MARK_SOURCE || next == MV_MAKE_TEMP)
         m->tries = 0, m->since = gw_clock_ms();
     m->state = next;
     act(m);
+}
+
+/* the record of step `next` could not be written (`where`): what steps[next].j_fail says; 1 if the step is not taken */
+static int record_failed(move_t *m, move_state_t next, const char *where, const char *err)
+{
+    gw_log(GW_LOG_ERROR, "cannot record the move's step", "move", m->move_id, "step", steps[next].journal, "in", where, "err", err,
+           NULL);
+    if (steps[next].j_fail == J_REFUSE && (m->snapshot == NULL || next == MV_MAKE_TEMP)) {
+        finish(m, "refused", GW_OP_FAILURE, "Cannot record the move in %s; nothing was changed", where);
+        return 1;
+    }
+    if (steps[next].j_fail == J_REFUSE) { /* (a snapshot copy's temporary volume exists: it goes) */
+        roll_back(m, "Cannot record the copy in %s; nothing was kept", where);
+        return 1;
+    }
+    if (steps[next].j_fail == J_ROLL_BACK) {
+        roll_back(m, "Cannot record the move's progress in %s; the copy was removed, the source kept", where);
+        return 1;
+    }
+    return 0;
+}
+
+/* another replica adopted the flow (its lease had run out here: this process was stopped or cut off): nothing of it
+ * is touched again here; its operation is answered by the adopter */
+static void lost(move_t *m)
+{
+    gw_flow_forget(m->flow);
+    m->flow = NULL;
+    tell_caller(m, GW_OP_FAILURE,
+                "Another gateway replica took this operation over (this one had stopped renewing it); it "
+                "finishes it, and answers for it");
+    move_free(m);
+}
+
+static void on_recorded(void *data, const char *err, int was_lost)
+{
+    move_t *m = data;
+    move_state_t next = m->recording;
+    if (was_lost)
+        return lost(m);
+    if (err != NULL && record_failed(m, next, "the cluster", err))
+        return;
+    if (gw_move_pause_at(steps[next].journal))
+        return;
+    take(m, next);
+}
+
+static void go(move_t *m, move_state_t next)
+{
+    const char *step = steps[next].journal;
+    if (step == NULL)
+        return take(m, next);
+    /* a move that cannot record its steps must not take them: first the replica's own journal, then the cluster (the
+     * record other replicas adopt it from) */
+    json_t *r = record(m);
+    const char *err = gw_journal_write(m->move_id, step, r);
+    if (err != NULL && record_failed(m, next, "the gateway's journal", err)) {
+        json_decref(r);
+        return;
+    }
+    if (m->flow == NULL)
+        m->flow = gw_flow_new(m->move_id, "move");
+    m->recording = next;
+    gw_flow_write(m->flow, step, r, on_recorded, m);
+    json_decref(r);
 }
 
 static void roll_back(move_t *m, const char *fmt, ...)
@@ -483,8 +540,14 @@ static void get_temp_ops(move_t *m)
 static void advance(move_t *m, const answer_t *a);
 
 /* makes the current step's call (or, MV_RECOVER, looks at the members) */
+static void on_confirmed(void *data, const char *err, int was_lost);
+
 static void act(move_t *m)
 {
+    if (m->flow != NULL && !gw_flow_may_act(m->flow)) { /* this replica's lease is confirmed before a member is called */
+        gw_flow_write(m->flow, NULL, NULL, on_confirmed, m);
+        return;
+    }
     switch (m->state) {
     case MV_MAKE_TEMP: /* ("temp" is journaled; never retried) */
         gw_log(GW_LOG_INFO, "snapshot copy started", "move", m->move_id, "volume", m->origin, "snapshot", m->snapshot, "from",
@@ -558,6 +621,20 @@ static void act(move_t *m)
         break;
     }
     abort();
+}
+
+/* act()'s lease confirmed (or not: the cluster did not answer, and nothing is done until it does) */
+static void on_confirmed(void *data, const char *err, int was_lost)
+{
+    move_t *m = data;
+    if (was_lost)
+        return lost(m);
+    if (err != NULL) {
+        m->retry.cb = on_retry;
+        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry);
+        return;
+    }
+    act(m);
 }
 
 /* an ETag as a header value: what LXD sends (a quoted hex digest), checked: it goes into a request header */
@@ -1274,45 +1351,45 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
 
 /* ---- recovery of the moves a crash interrupted ---- */
 
-static void recover_all(void)
+/* a flow to recover: this replica's after a crash, or another replica's whose lease ran out (flows.h). It is finished
+ * or rolled back by the rules of recovery, and its operation, under the id it always had, answers with the outcome */
+static void adopt_move(gw_flow_t *flow, json_t *r, const char *from)
 {
-    json_t *list = gw_journal_unfinished(), *r;
-    size_t i;
-    json_array_foreach(list, i, r)
-    {
-        if (*gw_vol_str(r, "kind") != '\0')
-            continue; /* another flow's (a drain's: volume_drain.c) */
-        move_t *m = calloc(1, sizeof(*m));
-        m->next = flows, flows = m;
-        m->journal = json_incref(r);
-        m->id = &gw_identities[GW_IDENTITY_GATEWAY];
-        m->move_id = strdup(gw_vol_str(r, "move"));
-        m->pool = strdup(gw_vol_str(r, "pool")), m->project = strdup(gw_vol_str(r, "project"));
-        m->name = strdup(gw_vol_str(r, "name"));
-        m->dst_pool = strdup(gw_vol_str(r, "dst_pool")), m->dst_project = strdup(gw_vol_str(r, "dst_project"));
-        m->dst_name = strdup(gw_vol_str(r, "dst_name"));
-        m->transfer_op = strdup(gw_vol_str(r, "transfer_op"));
-        json_t *snap = json_object_get(r, "snapshot");
-        if (json_is_object(snap)) { /* a snapshot copy */
-            m->end_status = GW_OP_FAILURE;
-            m->snapshot = strdup(gw_vol_str(snap, "name")), m->origin = strdup(gw_vol_str(snap, "of"));
-            m->temp_op = strdup(gw_vol_str(snap, "temp_op"));
-            const char *outcome = gw_vol_str(snap, "outcome"); /* ("dropping-temp": the outcome the copy had come to) */
-            if (*outcome != '\0') {
-                m->end_outcome = strdup(outcome);
-                m->end_status = strcmp(outcome, "copied") == 0 ? GW_OP_SUCCESS : GW_OP_FAILURE;
-                if (m->end_status != GW_OP_SUCCESS)
-                    m->end_err = gw_text_dupf("recovered: the copy had ended (%s); its temporary volume was removed", outcome);
-            }
+    move_t *m = calloc(1, sizeof(*m));
+    m->next = flows, flows = m;
+    m->flow = flow;
+    m->journal = json_incref(r);
+    m->id = &gw_identities[GW_IDENTITY_GATEWAY];
+    m->move_id = strdup(gw_flow_id(flow));
+    m->pool = strdup(gw_vol_str(r, "pool")), m->project = strdup(gw_vol_str(r, "project"));
+    m->name = strdup(gw_vol_str(r, "name"));
+    m->dst_pool = strdup(gw_vol_str(r, "dst_pool")), m->dst_project = strdup(gw_vol_str(r, "dst_project"));
+    m->dst_name = strdup(gw_vol_str(r, "dst_name"));
+    m->transfer_op = strdup(gw_vol_str(r, "transfer_op"));
+    json_t *snap = json_object_get(r, "snapshot");
+    if (json_is_object(snap)) { /* a snapshot copy */
+        m->end_status = GW_OP_FAILURE;
+        m->snapshot = strdup(gw_vol_str(snap, "name")), m->origin = strdup(gw_vol_str(snap, "of"));
+        m->temp_op = strdup(gw_vol_str(snap, "temp_op"));
+        const char *outcome = gw_vol_str(snap, "outcome"); /* ("dropping-temp": the outcome the copy had come to) */
+        if (*outcome != '\0') {
+            m->end_outcome = strdup(outcome);
+            m->end_status = strcmp(outcome, "copied") == 0 ? GW_OP_SUCCESS : GW_OP_FAILURE;
+            if (m->end_status != GW_OP_SUCCESS)
+                m->end_err = gw_text_dupf("recovered: the copy had ended (%s); its temporary volume was removed", outcome);
         }
-        m->state = MV_RECOVER;
-        m->since = gw_clock_ms();
-        m->retry.cb = on_retry; /* (MV_RECOVER's act) */
-        gw_log(GW_LOG_WARN, "found an interrupted move", "move", m->move_id, "step", gw_vol_str(r, "step"), "volume", m->name,
-               "from", gw_vol_str(r, "src"), "to", gw_vol_str(r, "dst"), NULL);
-        h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry); /* once members are known */
     }
-    json_decref(list);
+    /* (an adopted flow cannot be cancelled: it is finished or rolled back by the rules of recovery) */
+    char *res = gw_text_dupf("/1.0/storage-pools/%s/volumes/custom/%s", m->pool, m->snapshot != NULL ? m->origin : m->name);
+    m->op = gw_op_adopt(m->move_id, m->snapshot != NULL ? "Copying storage volume" : "Moving storage volume", m->project,
+                        gw_vol_str(r, "dst"), json_pack("{s:[s]}", "storage_volumes", res), NULL, NULL);
+    free(res);
+    m->state = MV_RECOVER;
+    m->since = gw_clock_ms();
+    m->retry.cb = on_retry; /* (MV_RECOVER's act) */
+    gw_log(GW_LOG_WARN, "found an interrupted move", "move", m->move_id, "step", gw_vol_str(r, "step"), "volume", m->name, "from",
+           gw_vol_str(r, "src"), "to", gw_vol_str(r, "dst"), "owner", from, NULL);
+    h2o_timeout_link(ctx->loop, &retry_timeout, &m->retry); /* once members are known */
 }
 
 static const char *init(const gw_config_t *conf, h2o_context_t *c)
@@ -1326,7 +1403,7 @@ static const char *init(const gw_config_t *conf, h2o_context_t *c)
         recover_max_ms = (uint64_t)atol(max);
     if ((err = gw_journal_open(conf->state_dir, ctx->loop)) != NULL)
         return err;
-    recover_all();
+    gw_flows_on_adopt("move", adopt_move);
     return NULL;
 }
 
