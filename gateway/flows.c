@@ -19,6 +19,7 @@
 #define BARRIER_POLL_MS 100 /* test hook: how often the adoption barrier's file is looked for */
 #define KEY(k) "user.lxd-gateway." k
 #define MAX_KINDS 4
+#define GONE_KEEP_MS (10 * 60 * 1000) /* an ended flow's last owner is remembered this long (its operation is asked there) */
 
 /* the steps of a write, in order */
 typedef enum {
@@ -85,6 +86,7 @@ static struct {
     gw_mcall_t *list_call;
     int listed;         /* the list was read once (the start's adoptions are done) */
     json_t *seen;       /* id -> {"epoch", "owner", "beat", "since"}: the last reading */
+    json_t *gone;       /* id -> {"owner", "at"}: flows gone from the list, their last owner (for GONE_KEEP_MS) */
     json_t *unfinished; /* the journal's unfinished records, published at the first reading */
     gw_flow_t *flows;
     adopt_t *adopts;
@@ -293,6 +295,12 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
         }
         return write_done(f, answer_error(err, json), 0);
     case W_PUT:
+        if (err == NULL && project_missing(status, json)) { /* the project was deleted by hand: made again, and the record */
+            gw_log(GW_LOG_ERROR, "the gateway's project was deleted while flows ran; writing their state again", "project",
+                   GW_FLOWS_PROJECT, "flow", f->id, NULL);
+            f->created = 0, --f->beat;
+            return start_write(f);
+        }
         if (err == NULL && status == 404) /* this epoch's profile is gone: an adopter deleted it */
             return write_done(f, NULL, 1);
         if (err != NULL || status != 200)
@@ -690,6 +698,18 @@ static void on_list(void *data, const char *err, long status, json_t *json, cons
     }
     int first = !S.listed;
     S.listed = 1;
+    const char *gid;
+    json_t *g, *tmp;
+    json_object_foreach_safe(S.gone, tmp, gid, g)
+    {
+        if (now - (uint64_t)json_integer_value(json_object_get(g, "at")) > GONE_KEEP_MS)
+            json_object_del(S.gone, gid);
+    }
+    json_object_foreach(S.seen, gid, g)
+    {
+        if (json_object_get(seen, gid) == NULL)
+            json_object_set_new(S.gone, gid, json_pack("{s:O, s:I}", "owner", json_object_get(g, "owner"), "at", (json_int_t)now));
+    }
     json_decref(S.seen);
     S.seen = seen;
     const char *id;
@@ -736,7 +756,8 @@ const char *gw_flows_owner(const char *id)
     gw_flow_t *f = owned(id);
     if (f != NULL)
         return S.replica;
-    return json_string_value(json_object_get(json_object_get(S.seen, id), "owner"));
+    json_t *e = json_object_get(S.seen, id);
+    return json_string_value(json_object_get(e != NULL ? e : json_object_get(S.gone, id), "owner"));
 }
 
 void gw_flows_on_adopt(const char *kind, gw_flow_adopt_cb cb)
@@ -754,6 +775,7 @@ const char *gw_flows_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
     S.ours = ours;
     S.lease_ms = conf->flow_lease_ms;
     S.seen = json_object();
+    S.gone = json_object();
     S.unfinished = unfinished != NULL ? unfinished : json_array();
     h2o_timeout_init(ctx->loop, &S.beat_timeout, S.lease_ms / 4);
     h2o_timeout_init(ctx->loop, &S.end_timeout, END_RETRY_MS);

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "clock.h"
 #include "eventstream.h"
+#include "flows.h"
 #include "hold.h"
 #include "log.h"
 #include "lxd.h"
@@ -155,6 +156,13 @@ static void on_feed_open(gw_wsclient_t *ws, void *data)
     gw_log(GW_LOG_INFO, "gateway replica up", "peer", p->name, "url", p->url, "tag", p->tag, NULL);
 }
 
+/* operation `id` is of a flow peer `p` adopted from another replica (flows.h: the cluster says who owns it now) */
+static int runs_adopted(const peer_t *p, const char *id)
+{
+    const char *owner = gw_flows_owner(id);
+    return owner != NULL && p->tag[0] != '\0' && strcmp(owner, p->tag) == 0;
+}
+
 static void on_feed_message(gw_wsclient_t *ws, void *data, const uint8_t *msg, size_t len)
 {
     peer_t *p = data;
@@ -164,7 +172,8 @@ static void on_feed_message(gw_wsclient_t *ws, void *data, const uint8_t *msg, s
     peer_alive(p);
     /* only the peer's own operations: a peer cannot speak for another replica's, nor for the cluster's; and only news
      * (a feed opens with the state of all the peer's operations, most of which this replica has seen) */
-    if (project != NULL && id != NULL && strlen(id) == 36 && memcmp(id, p->tag, 8) == 0 && gw_ops_mirror(project, op))
+    if (project != NULL && id != NULL && strlen(id) == 36 && (memcmp(id, p->tag, 8) == 0 || runs_adopted(p, id)) &&
+        gw_ops_mirror(project, op))
         gw_eventstream_publish(project, event);
     json_decref(event);
 }
@@ -630,11 +639,19 @@ static void forward(h2o_req_t *req, const gw_caller_t *caller, peer_t *p, int is
     forward_try(f);
 }
 
-/* the peer (not this replica) whose tag starts operation id `id` */
+/* the peer (not this replica) that runs operation id `id`: the one that adopted its flow (flows.h), or the one whose
+ * tag starts the id */
 static peer_t *owner_of(const char *id, size_t len)
 {
     if (len != 36)
         return NULL;
+    char key[37];
+    memcpy(key, id, 36);
+    key[36] = '\0';
+    const char *adopter = gw_flows_owner(key);
+    for (size_t i = 0; adopter != NULL && i != P.num; ++i)
+        if (!P.peers[i].self && strcmp(P.peers[i].tag, adopter) == 0 && strcmp(adopter, gw_ops_tag()) != 0)
+            return P.peers + i;
     for (size_t i = 0; i != P.num; ++i)
         if (!P.peers[i].self && P.peers[i].tag[0] != '\0' && memcmp(P.peers[i].tag, id, 8) == 0 &&
             memcmp(P.peers[i].tag, gw_ops_tag(), 8) != 0)
