@@ -1,7 +1,8 @@
 """Load-balancer issue: two gateway replicas (`peers`) behind Debian's HAProxy (TLS passthrough, round-robin, no
 stickiness) in front of the real LXD 5.0.2 cluster. Any replica answers for an operation the other one runs (GET, wait,
 DELETE forwarded to the owner; its events relayed into every replica's event streams); a killed replica's moves are
-finished or rolled back by its journal when it starts again."""
+finished or rolled back by its journal when it starts again. Every test runs twice: with each replica's own identity,
+and with the two configured alike (one identity and one server certificate, each its own state_dir and address)."""
 import concurrent.futures
 import json
 import os
@@ -27,35 +28,61 @@ def fingerprint(crt):
     return out.split("=")[1].strip().replace(":", "").lower()
 
 
+def make_replicas(base, replicas, shared_identity):
+    """Gateways named and addressed as `replicas` ({name: (addr, metrics addr)}), each listing all of them in `peers`,
+    each with its own state_dir under `base`, sharing one server certificate (clients pin it through the load
+    balancer); with `shared_identity` one identity too (configured alike, as configuration management deploys them),
+    otherwise each its own. Every identity is trusted by the cluster. Returns {name: Gateway} (not started)."""
+    binary = os.environ["LXDGW_BINARY"]
+    peers = "".join(f"  - {{name: {n}, url: \"https://{a}\"}}\n" for n, (a, _) in replicas.items())
+    first, out = None, {}
+    for name, (addr, metrics) in replicas.items():
+        state = os.path.join(base, name)
+        os.makedirs(state)
+        sh([binary, "init", "--state-dir", state, "--listen", addr, "--member", "https://127.0.0.11:8443",
+            "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
+        if first is None:
+            first = state
+        else:  # one server certificate for the deployment: what clients pinned through HAProxy
+            for f in ("server.crt", "server.key") + (("identity.crt", "identity.key") if shared_identity else ()):
+                shutil.copy(os.path.join(first, f), os.path.join(state, f))
+        if state == first or not shared_identity:
+            member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
+        with open(f"{state}/lxd-gateway.yaml", "a") as f:
+            f.write(f"metrics:\n  listen: {metrics}\npublic_addresses: [\"{HA_ADDR}\"]\npeers:\n{peers}")
+        gw = Gateway(binary, state, addr, name=name)
+        gw.metrics = f"http://{metrics}/metrics"
+        out[name] = gw
+    return out
+
+
+def untrust_identities(replicas):
+    for fp in {fingerprint(f"{gw.state}/identity.crt") for gw in replicas.values()}:
+        member_lxc("node1", "config", "trust", "remove", fp[:12], check=False)
+
+
+def replica_id(gw):
+    """The replica's id (state_dir/replica-id): the tag its operation ids start with (a gateway older than replica ids
+    tagged them with its identity's fingerprint)."""
+    path = os.path.join(gw.state, "replica-id")
+    if not os.path.exists(path):
+        return fingerprint(f"{gw.state}/identity.crt")[:8]
+    with open(path) as f:
+        return f.read().strip()
+
+
 class Deployment:
     """Two replicas sharing one server certificate (clients pin it through the load balancer), each with its own
-    identity trusted by the cluster, and HAProxy in TCP mode in front of them."""
+    identity trusted by the cluster or (`shared_identity`) both with one, and HAProxy in TCP mode in front of them."""
 
-    def __init__(self, base):
+    def __init__(self, base, shared_identity=False):
         self.base = base
+        self.shared_identity = shared_identity
         self.replicas = {}
         self.haproxy = None
 
     def make(self):
-        binary = os.environ["LXDGW_BINARY"]
-        peers = "".join(f"  - {{name: {n}, url: \"https://{a}\"}}\n" for n, (a, _) in REPLICAS.items())
-        first = None
-        for name, (addr, metrics) in REPLICAS.items():
-            state = os.path.join(self.base, name)
-            os.makedirs(state)
-            sh([binary, "init", "--state-dir", state, "--listen", addr, "--member", "https://127.0.0.11:8443",
-                "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
-            if first is None:
-                first = state
-            else:  # one server certificate for the deployment: what clients pinned through HAProxy
-                for f in ("server.crt", "server.key"):
-                    shutil.copy(os.path.join(first, f), os.path.join(state, f))
-            member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
-            with open(f"{state}/lxd-gateway.yaml", "a") as f:
-                f.write(f"metrics:\n  listen: {metrics}\npublic_addresses: [\"{HA_ADDR}\"]\npeers:\n{peers}")
-            gw = Gateway(binary, state, addr, name=name)
-            gw.metrics = f"http://{metrics}/metrics"
-            self.replicas[name] = gw
+        self.replicas = make_replicas(self.base, REPLICAS, self.shared_identity)
 
     def start(self):
         for gw in self.replicas.values():
@@ -78,14 +105,14 @@ class Deployment:
             self.haproxy.wait(10)
         for gw in self.replicas.values():
             gw.stop()
+        untrust_identities(self.replicas)
         for gw in self.replicas.values():
-            member_lxc("node1", "config", "trust", "remove", fingerprint(f"{gw.state}/identity.crt")[:12], check=False)
             gw.check_sanitizers()
 
     def owner(self, op_id):
         """The replica whose tag starts `op_id`."""
         for name, gw in self.replicas.items():
-            if op_id.startswith(fingerprint(f"{gw.state}/identity.crt")[:8]):
+            if op_id.startswith(replica_id(gw)):
                 return name
         raise AssertionError(f"no replica owns {op_id}")
 
@@ -108,9 +135,11 @@ def haproxy_config():
     return "".join(out)
 
 
-@pytest.fixture(scope="module")
-def deployment(gateway, incus, lxc, tmp_path_factory):
-    d = Deployment(str(tmp_path_factory.mktemp("replicas")))
+@pytest.fixture(scope="module", params=["own-identities", "shared-identity"])
+def deployment(request, gateway, incus, lxc, tmp_path_factory):
+    """The two replicas behind HAProxy; every test runs with each replica's own identity, then with both configured
+    alike (one identity and server certificate, each its own state_dir: its replica-id)."""
+    d = Deployment(str(tmp_path_factory.mktemp("replicas")), shared_identity=request.param == "shared-identity")
     d.make()
     d.start()
     for name, (addr, _) in REPLICAS.items():
@@ -492,3 +521,96 @@ def test_killed_replica_moves_finished_or_rolled_back(deployment, env, incus, cl
         assert len(holders) == 1, (name, holders)  # exactly once: finished (node3) or rolled back (node1)
         assert tree_digest(volume_dir(holders[0], name)) == digests[name], name
     print("after restart:", {name: [n for n in NODES if name in on[n]][0] for name in names})
+
+
+def test_ten_moves_waited_on_either_replica(deployment, env, incus, cleanup):
+    """The issue's case: 10 moves through HAProxy, each waited on at both replicas and through HAProxy at once (so one
+    wait always lands on the replica that does not run it): every wait comes back with the move's status, Success.
+    With one identity shared by both replicas, 3 of 10 came back without a status before replica ids."""
+    tags = {name: replica_id(gw) for name, gw in deployment.replicas.items()}
+    assert all(re.fullmatch(r"[0-9a-f]{8}", t) for t in tags.values()) and len(set(tags.values())) == 2, tags
+    names = sources(10, "r-t")
+    digests = {}
+    for name in names:
+        incus("storage", "volume", "create", "gw:pool1", name, "--target", "node1")
+        digests[name] = fill("node1", name, size=MiB)
+    owners, answers = {}, {}
+
+    def move(name):
+        op_id = post_move_via(incus, "ha", name, "node3")
+        owners[name] = deployment.owner(op_id)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as waits:
+            futures = {remote: waits.submit(run_incus, incus, "query", f"{remote}:/1.0/operations/{op_id}/wait?timeout=120",
+                                            timeout=150) for remote in (*REPLICAS, "ha")}
+            answers[name] = {remote: f.result() for remote, f in futures.items()}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
+        for fut in [pool.submit(move, name) for name in names]:
+            fut.result()
+    wrong = {}
+    for name, by_remote in answers.items():
+        for remote, r in by_remote.items():
+            status = json.loads(r.stdout).get("status") if r.returncode == 0 else None
+            if status != "Success":
+                wrong[f"{name} waited on {remote} (run by {owners[name]})"] = (r.stdout + r.stderr).strip()[-300:]
+    assert not wrong, f"{len(wrong)} waits of {len(names)} moves came back without Success: {wrong}"
+    assert set(owners.values()) == set(REPLICAS), owners  # round-robin: both replicas ran moves
+    for name in names:
+        assert name not in volumes("node1") and tree_digest(volume_dir("node3", name)) == digests[name], name
+
+
+def test_two_replicas_with_one_replica_id_the_newcomer_stops(tmp_path):
+    """One state_dir's replica-id copied to another replica (configured alike, each listing the other): the second to
+    start stops within seconds (exit status not 0) with one line naming the problem and the peer; the first keeps
+    serving. A malformed replica-id stops start-up naming the file. With its own id the newcomer joins."""
+    pair = {"gw-x": ("127.0.0.1:8495", "127.0.0.1:9495"), "gw-y": ("127.0.0.1:8496", "127.0.0.1:9496")}
+    gws = make_replicas(str(tmp_path), pair, shared_identity=True)
+    x, y = gws["gw-x"], gws["gw-y"]
+    cert, key = os.environ["LXDGW_CLIENT_CERT"], os.environ["LXDGW_CLIENT_KEY"]
+
+    def start_to_exit(gw, timeout):
+        """Starts `gw`, which must exit by itself: (exit status, seconds it ran, what it logged)."""
+        since = len(gw.logtext()) if os.path.exists(gw.logname) else 0
+        env = dict(os.environ, ASAN_OPTIONS=f"log_path={gw.asan_prefix}:detect_leaks=0:abort_on_error=0",
+                   UBSAN_OPTIONS=f"log_path={gw.asan_prefix}:print_stacktrace=1")
+        t = time.time()
+        with open(gw.logname, "ab") as log:
+            proc = subprocess.Popen([gw.binary, "--config", gw.config], stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"{gw.addr} still runs {timeout} s after it started: {gw.logtext()[since:][-3000:]}")
+        return code, time.time() - t, gw.logtext()[since:]
+
+    try:
+        x.start()
+        shutil.copy(os.path.join(x.state, "replica-id"), os.path.join(y.state, "replica-id"))
+        rid = replica_id(x)
+        code, took, log = start_to_exit(y, 20)
+        line = (f"another replica (peer gw-x, https://{x.addr}) has this replica's id {rid} (state_dir/replica-id): "
+                f"each replica needs its own state_dir; stopping")
+        print(f"the newcomer stopped after {took:.1f} s with status {code}")
+        assert code != 0 and took < 15 and line in log and log.count("has this replica's id") == 1, (code, took, log[-3000:])
+        assert x.proc.poll() is None and "; stopping" not in x.logtext(), x.logtext()[-3000:]
+        code, body = curl(f"{x.url}/1.0", cert, key)
+        assert code == 200 and body["metadata"]["auth"] == "trusted", body
+
+        with open(os.path.join(y.state, "replica-id"), "w") as f:  # not an id: start-up stops, naming the file
+            f.write("not-hex!\n")
+        code, took, log = start_to_exit(y, 20)
+        assert code != 0 and f"{y.state}/replica-id is not this replica's id" in log, (code, log[-3000:])
+
+        os.unlink(os.path.join(y.state, "replica-id"))  # its own id (made anew): it joins
+        since = len(x.logtext())
+        y.start()
+        y.wait_log("msg=\"gateway replica up\"", timeout=20)
+        x.wait_log("msg=\"gateway replica up\" peer=gw-y", since=since, timeout=20)
+        assert replica_id(y) != rid
+    finally:
+        for gw in (y, x):
+            gw.stop()
+        untrust_identities(gws)
+    for gw in (x, y):
+        gw.check_sanitizers()
