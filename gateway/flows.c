@@ -16,6 +16,7 @@
 
 #define CALL_MS 10000       /* one call to the cluster */
 #define END_RETRY_MS 5000   /* a record that could not be deleted is tried again this long after */
+#define FIRST_LIST_MS 1000  /* the first reading of the list, after start (the members are known by then, or soon) */
 #define BARRIER_POLL_MS 100 /* test hook: how often the adoption barrier's file is looked for */
 #define KEY(k) "user.lxd-gateway." k
 #define MAX_KINDS 4
@@ -82,6 +83,7 @@ static struct {
     h2o_timeout_t end_timeout;   /* END_RETRY_MS */
     h2o_timeout_t grace_timeout; /* lease/2 */
     h2o_timeout_t barrier_timeout;
+    h2o_timeout_t first_timeout; /* FIRST_LIST_MS */
     h2o_timeout_entry_t list_timer;
     gw_mcall_t *list_call;
     int listed;         /* the list was read once (the start's adoptions are done) */
@@ -781,7 +783,8 @@ const char *gw_flows_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
     h2o_timeout_init(ctx->loop, &S.end_timeout, END_RETRY_MS);
     h2o_timeout_init(ctx->loop, &S.grace_timeout, S.lease_ms / 2);
     h2o_timeout_init(ctx->loop, &S.barrier_timeout, BARRIER_POLL_MS);
+    h2o_timeout_init(ctx->loop, &S.first_timeout, FIRST_LIST_MS);
     S.list_timer.cb = on_list_timer;
-    schedule_list(); /* (the first reading: once members are known) */
+    h2o_timeout_link(ctx->loop, &S.first_timeout, &S.list_timer); /* (the first reading: the start's adoptions) */
     return NULL;
 }
