@@ -87,7 +87,8 @@ gw_member_t *gw_vol_member(const char *name, const char *what, int *status, char
         *msg = gw_text_format("Cluster member not found: \"%s\" (%s)", name, what);
         return NULL;
     }
-    if (!m->online || !m->healthy) {
+    if (!m->healthy) { /* (answering the gateway's probes; LXD's own status is not asked: it calls a member Offline for a
+                        * late heartbeat round, and forwards to it all the same, as it does to an evacuated one) */
         *status = 503;
         *msg = gw_text_format("Cluster member \"%s\" (%s) is offline", name, what);
         return NULL;

@@ -194,3 +194,21 @@ def make_image(path, payload_size, description="lxd-gateway e2e"):
         t.add("/bin/busybox", "rootfs/bin/busybox")
         t.add(payload, "rootfs/payload")
     os.unlink(payload)
+
+
+def late_heartbeats(gateway, nodes, timeout=40):
+    """Makes LXD call `nodes` Offline, as a busy cluster does when the leader's heartbeat round comes late (seen on CI:
+    all three members Offline for a round, under two suites' load): their last heartbeat is set in the past, again
+    each second (each round, <= 10 s apart, writes it anew), until the gateway's own health view (which reads the
+    member list every 10 s) has seen them Offline. The next round then brings them back, up to 10 s later."""
+    mark = len(gateway.logtext())
+    names = ", ".join(f"'{n}'" for n in nodes)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        sh(["env", f"LXD_DIR={CLUSTER_DIR}/node1", "lxd", "sql", "global",
+            f"UPDATE nodes SET heartbeat='2000-01-01 00:00:00' WHERE name IN ({names})"])
+        log = gateway.logtext()[mark:]
+        if all(f'msg="member status" member={n} status=Offline' in log for n in nodes):
+            return
+        time.sleep(1)
+    raise AssertionError(f"the gateway never saw {nodes} Offline: {gateway.logtext()[mark:][-2000:]}")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import member_lxc
-from helpers import CLUSTER_DIR, MiB, curl, sh, tree_digest, volume_dir
+from helpers import CLUSTER_DIR, MiB, curl, late_heartbeats, sh, tree_digest, volume_dir
 from test_copy import fill, snapshot_dir, volumes
 from test_move import NODES
 from test_move_safety import after_crash_test, crash_gateway, log_mark, start_ready
@@ -114,24 +114,6 @@ def test_dry_run_plans_and_changes_nothing(gateway, env, lxc, vols):
     rep = report(done)
     assert rep["v-dr1"]["reason"] == "dry run" and rep["v-dr1"]["to"] in ("node2", "node3"), rep
     assert all(where(n) == ["node1"] for n in ("v-dr1", "v-dr2", "v-dr-used"))
-
-
-def late_heartbeats(gateway, nodes, timeout=40):
-    """Makes LXD call `nodes` Offline, as a busy cluster does when the leader's heartbeat round comes late (seen on CI:
-    all three members Offline for a round, under two suites' load): their last heartbeat is set in the past, again
-    each second (each round, <= 10 s apart, writes it anew), until the gateway's own health view (which reads the
-    member list every 10 s) has seen them Offline. The next round then brings them back, up to 10 s later."""
-    mark = log_mark(gateway)
-    names = ", ".join(f"'{n}'" for n in nodes)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        sh(["env", f"LXD_DIR={CLUSTER_DIR}/node1", "lxd", "sql", "global",
-            f"UPDATE nodes SET heartbeat='2000-01-01 00:00:00' WHERE name IN ({names})"])
-        log = gateway.logtext()[mark:]
-        if all(f'msg="member status" member={n} status=Offline' in log for n in nodes):
-            return
-        time.sleep(1)
-    raise AssertionError(f"the gateway never saw {nodes} Offline: {gateway.logtext()[mark:][-2000:]}")
 
 
 def test_members_called_offline_for_a_late_heartbeat_still_take_volumes(gateway, env, vols):
