@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-EXCLUSIVE = {"test_replicas"}
+EXCLUSIVE = {"test_replicas", "test_adoption"}  # test_adoption: timed adoptions (lease + 15 s)
 LOCK = "/run/lock/lxdgw-e2e.exclusive.lock"
 WAIT = 900  # s: longer than any exclusive module takes on a loaded machine (test_replicas: ~80 s); a hang is a bug
 
