@@ -79,7 +79,7 @@ test: deps
 # make reads this file, which on a fresh machine is before the libraries are there
 demo: deps
 	$(MAKE) all
-	HA=$(HA) bash scripts/demo.sh
+	HA=$(HA) LXDGW_DEMO_BINARY=$(BUILD)/lxd-gateway bash scripts/demo.sh
 
 demo-down:
 	bash scripts/demo.sh down

@@ -5,6 +5,7 @@ set -euo pipefail
 # shellcheck source=../scripts/common.sh
 source "$(dirname "$0")/../scripts/common.sh"
 GW=127.0.0.1:8443
+bin=${LXDGW_DEMO_BINARY:-$top/build/lxd-gateway} # `make demo BUILD=dir` runs dir/lxd-gateway
 
 if [ "${1:-}" = down ]; then
     [ -s "$DIR/demo-haproxy.pid" ] && kill "$(cat "$DIR/demo-haproxy.pid")" 2>/dev/null || true
@@ -22,7 +23,7 @@ bash "$cluster" up
 source "$DIR/env"
 
 step "2. The gateway in front of it (state in $DIR/demo-gw)"
-bash "$ctl" start demo-gw "$top/build/lxd-gateway" "$GW"
+bash "$ctl" start demo-gw "$bin" "$GW"
 
 step "3. lxc 5.0.2 with remote gw: pointing at the gateway"
 export LXD_CONF="$DIR/demo-lxc"
@@ -98,8 +99,9 @@ if [ "${HA:-0}" = 1 ]; then
     for r in demo-gw-a demo-gw-b; do
         share=""
         [ "$r" = demo-gw-b ] && share="$DIR/demo-gw-a" # one server certificate: the one clients pin through HAProxy
-        LXDGW_SHARE_CERT="$share" LXDGW_EXTRA_CONF="$(printf 'public_addresses: ["%s"]\nmetrics: {listen: "%s"}\npeers:\n%s' \
-            "$HA_ADDR" "${RMET[$r]}" "$peers")" bash "$ctl" start "$r" "$top/build/lxd-gateway" "${RADDR[$r]}"
+        # a short flow lease (default 20 s): step 14 waits for it to pass
+        LXDGW_SHARE_CERT="$share" LXDGW_CLUSTER_CONF="flow_lease: 6s" LXDGW_EXTRA_CONF="$(printf 'public_addresses: ["%s"]\nmetrics: {listen: "%s"}\npeers:\n%s' \
+            "$HA_ADDR" "${RMET[$r]}" "$peers")" bash "$ctl" start "$r" "$bin" "${RADDR[$r]}"
     done
     sleep 2.5 # each replica probes the other and follows its operation feed
     grep -h 'msg="gateway replica up"' "$DIR/demo-gw-a/gateway.log" "$DIR/demo-gw-b/gateway.log"
@@ -127,8 +129,7 @@ if [ "${HA:-0}" = 1 ]; then
         -d '{"name":"demo-ha","migration":true,"source":{"location":"node1"}}' \
         "ha:/1.0/storage-pools/pool1/volumes/custom/demo-ha?target=node3" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["id"])')
     owner=demo-gw-b other=demo-gw-a
-    fp=$(openssl x509 -in "$DIR/demo-gw-a/identity.crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)
-    [ "${id:0:8}" = "${fp:0:8}" ] && owner=demo-gw-a other=demo-gw-b
+    [ "${id:0:8}" = "$(cat "$DIR/demo-gw-a/replica-id")" ] && owner=demo-gw-a other=demo-gw-b
     echo "operation $id runs on $owner (its id starts with $owner's tag)"
     ishow incus query "$other:/1.0/operations/$id/wait?timeout=120" | grep -E '"(status|err|description)"'
     echo "sha256 on node3: $(sha256sum <"$DIR/node3/storage-pools/pool1/custom/default_demo-ha/data.bin" | cut -c1-16)"
@@ -138,7 +139,7 @@ if [ "${HA:-0}" = 1 ]; then
     echo "demo-gw-a killed (SIGKILL)"
     ishow incus storage volume list ha:pool1 --format csv --columns nL
     ishow incus storage volume copy ha:pool1/demo-ha ha:pool1/demo-ha-copy --target node3 --destination-target node2
-    bash "$ctl" restart demo-gw-a "$top/build/lxd-gateway" "${RADDR[demo-gw-a]}"
+    bash "$ctl" restart demo-gw-a "$bin" "${RADDR[demo-gw-a]}"
     sleep 2.5 # demo-gw-b sees it answer again (health interval 2 s)
     grep -h 'msg="gateway replica' "$DIR/demo-gw-b/gateway.log" | tail -2
     ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume delete ha:pool1 demo-ha-copy --target node2
@@ -148,6 +149,50 @@ if [ "${HA:-0}" = 1 ]; then
         echo "# $r"
         ip netns exec "$NS" curl -s "http://${RMET[$r]}/metrics" | grep -E '^lxd_gateway_(single_calls_total|operations_finished_total|peer_up)'
     done
+
+    step "14. A replica lost for good mid-move: the other adopts the move from the cluster's database and finishes it"
+    # demo-gw-a runs with the test hook that freezes it right after it recorded the transfer complete (target made,
+    # source not deleted yet): the kill lands there every time. The POST goes to demo-gw-a itself, so the demo knows
+    # which replica to kill (through HAProxy it lands on either).
+    bash "$ctl" stop demo-gw-a
+    echo "demo-gw-a restarted with LXDGW_TEST_PAUSE_AT=transferred (a test hook: it freezes once the transfer is recorded)"
+    LXDGW_TEST_PAUSE_AT=transferred bash "$ctl" restart demo-gw-a "$bin" "${RADDR[demo-gw-a]}"
+    sleep 2.5 # the replicas find each other again
+    for n in node1 node2; do
+        ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus storage volume delete ha:pool1 demo-adopt --target $n 2>/dev/null || true
+    done
+    ishow incus storage volume create ha:pool1 demo-adopt --target node1
+    head -c 256M /dev/urandom >"$DIR/node1/storage-pools/pool1/custom/default_demo-adopt/data.bin"
+    echo "sha256 on node1: $(sha256sum <"$DIR/node1/storage-pools/pool1/custom/default_demo-adopt/data.bin" | cut -c1-16)"
+    printf '$ incus query --raw -X POST demo-gw-a:/1.0/storage-pools/pool1/volumes/custom/demo-adopt?target=node2 -d {...}\n'
+    id=$(ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus query --raw -X POST \
+        -d '{"name":"demo-adopt","migration":true,"source":{"location":"node1"}}' \
+        "demo-gw-a:/1.0/storage-pools/pool1/volumes/custom/demo-adopt?target=node2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["id"])')
+    echo "operation $id runs on demo-gw-a"
+    for _ in $(seq 600); do # bounded: 2 min
+        grep -q 'msg="paused for a test" step=transferred' "$DIR/demo-gw-a/gateway.log" && break
+        sleep 0.2
+    done
+    echo "the move's state, in the cluster's own database (project lxd-gateway, one profile per flow and owner):"
+    bash "$cluster" lxc node1 profile list --project lxd-gateway --format csv | grep "^flow-$id" || echo "  (none: see $DIR/demo-gw-a/gateway.log)"
+    kill -9 "$(cat "$DIR/demo-gw-a/gateway.pid")"
+    killed=$(date +%s)
+    rm -f "$DIR/demo-gw-a/gateway.pid"
+    echo "demo-gw-a killed for good (SIGKILL) after the transfer, before the source was deleted; it is not started again"
+    echo "waiting for demo-gw-b to see demo-gw-a's lease (6 s) pass..."
+    for _ in $(seq 300); do # bounded: 60 s
+        grep -q "msg=\"volume move ended\" move=$id" "$DIR/demo-gw-b/gateway.log" && break
+        sleep 0.2
+    done
+    grep -hE "msg=\"(flow adopted|found an interrupted move|recovering a move[^\"]*|volume move ended)\" (flow|move)=$id" \
+        "$DIR/demo-gw-b/gateway.log" || echo "(demo-gw-b logged no adoption: see $DIR/demo-gw-b/gateway.log)"
+    echo "$(($(date +%s) - killed)) s after the kill"
+    printf '$ incus query ha:/1.0/operations/%s/wait?timeout=60   (through HAProxy: only demo-gw-b is left)\n' "$id"
+    ip netns exec "$NS" env INCUS_CONF="$INCUS_CONF" incus query "ha:/1.0/operations/$id/wait?timeout=60" | grep -E '"(status|err)"' || true
+    ishow incus storage volume list ha:pool1 --format csv --columns nL
+    [ -f "$DIR/node2/storage-pools/pool1/custom/default_demo-adopt/data.bin" ] &&
+        echo "sha256 on node2: $(sha256sum <"$DIR/node2/storage-pools/pool1/custom/default_demo-adopt/data.bin" | cut -c1-16)"
+    echo "flow records left in the cluster: $(bash "$cluster" lxc node1 profile list --project lxd-gateway --format csv | grep -c '^flow-' || true)"
 fi
 
 cat <<TXT
@@ -157,3 +202,6 @@ The demo stays up. Try it yourself:
   ip netns exec $NS env LXD_CONF=$LXD_CONF lxc monitor gw:
 Gateway log: $DIR/demo-gw/gateway.log        Tear down: make demo-down
 TXT
+if [ "${HA:-0}" = 1 ]; then
+    echo "Replicas: demo-gw-b on https://127.0.0.1:8482 behind HAProxy https://127.0.0.1:8480 (demo-gw-a was killed in step 14)"
+fi

@@ -3,7 +3,8 @@
 #   gateway-ctl.sh start NAME BINARY ADDR    state in $LXDGW_CLUSTER_DIR/NAME, listening on ADDR in the namespace
 #   gateway-ctl.sh stop NAME
 # For replicas: LXDGW_SHARE_CERT=DIR takes the server certificate of the gateway in DIR (clients pin one certificate
-# behind a load balancer); LXDGW_EXTRA_CONF=TEXT is appended to the configuration.
+# behind a load balancer); LXDGW_EXTRA_CONF=TEXT is appended to the configuration; LXDGW_CLUSTER_CONF="key: value" is
+# one more key of its `cluster:` section.
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -14,11 +15,14 @@ start() {
     stop "$name" 2>/dev/null || true
     mkdir -p "$state"
     # init keeps an existing configuration: with extra keys, start from a fresh one (they are appended below)
-    [ -z "${LXDGW_EXTRA_CONF:-}" ] || rm -f "$state/lxd-gateway.yaml"
+    [ -z "${LXDGW_EXTRA_CONF:-}${LXDGW_CLUSTER_CONF:-}" ] || rm -f "$state/lxd-gateway.yaml"
     "$bin" init --state-dir "$state" --listen "$addr" --member https://127.0.0.11:8443 \
         --cluster-certificate "$DIR/cluster.crt" >"$state/init.out"
     if [ -n "${LXDGW_SHARE_CERT:-}" ]; then
         cp "$LXDGW_SHARE_CERT/server.crt" "$LXDGW_SHARE_CERT/server.key" "$state/"
+    fi
+    if [ -n "${LXDGW_CLUSTER_CONF:-}" ]; then
+        sed -i "s|^cluster:\$|cluster:\n  ${LXDGW_CLUSTER_CONF}|" "$state/lxd-gateway.yaml"
     fi
     if [ -n "${LXDGW_EXTRA_CONF:-}" ]; then
         printf '%s\n' "$LXDGW_EXTRA_CONF" >>"$state/lxd-gateway.yaml"
