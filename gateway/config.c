@@ -402,7 +402,7 @@ static gw_config_t *new_defaults(void)
     conf->backend_timeout_ms = 3600 * 1000;        /* LXD long-polls (/wait, exports) stay idle for minutes */
     conf->stream_timeout_ms = 7 * 24 * 3600000ULL; /* an `lxc monitor` or console may stay quiet for days */
     conf->health_interval_ms = 2000;
-    conf->flow_lease_ms = 20000;
+    conf->flow_lease_ms = 60000;
     conf->trust_refresh_ms = 30000;   /* a safety net: lifecycle events drive the re-reads */
     conf->server_cache_ttl_ms = 3000; /* a safety net too: events and the gateway's own writes drop it (api10.c) */
     return conf;

@@ -7,14 +7,16 @@
 #include <string.h>
 #include <unistd.h>
 #include <curl/curl.h>
+#include <openssl/sha.h>
 #include "clock.h"
 #include "flows.h"
 #include "identity.h"
+#include "journal.h"
 #include "log.h"
 #include "members.h"
 #include "text.h"
 
-#define CALL_MS 10000       /* one call to the cluster */
+#define CALL_MS 30000       /* one call to the cluster (a busy cluster takes seconds to write; a write cut short may still land) */
 #define END_RETRY_MS 5000   /* a record that could not be deleted is tried again this long after */
 #define FIRST_LIST_MS 1000  /* the first reading of the list, after start (the members are known by then, or soon) */
 #define BARRIER_POLL_MS 100 /* test hook: how often the adoption barrier's file is looked for */
@@ -26,16 +28,17 @@
 typedef enum {
     W_IDLE,    /* nothing in flight */
     W_PROJECT, /* POST /1.0/projects: the project did not exist (the first write of the first flow) */
-    W_CREATE,  /* POST the profile of epoch 1 (the flow's first write) */
-    W_PUT,     /* PUT the profile of this replica's epoch */
-    W_CHECK,   /* GET the profile of the next epoch: none, and the write is confirmed */
-    W_DELETE,  /* DELETE this replica's profile: the flow ended */
+    W_CREATE,  /* POST the object of epoch 1 (the flow's first write) */
+    W_PUT,     /* PUT the object of this replica's epoch */
+    W_CHECK,   /* GET the object of the next epoch: none, and the write is confirmed */
+    W_GONE,    /* (the PUT said 404) GET this replica's object: gone, or was that another 404? */
+    W_DELETE,  /* DELETE this replica's object: the flow ended */
 } write_state_t;
 
 struct st_gw_flow_t {
     char *id, *kind;
-    unsigned epoch;            /* this replica's epoch: its profile is flow-<id>-<epoch> */
-    int created;               /* that profile exists (it was created by this replica) */
+    unsigned epoch;            /* this replica's epoch: its object is flow-<id>-<epoch> */
+    int created;               /* that object exists (it was created by this replica) */
     unsigned long beat;        /* writes made at this epoch */
     json_t *record;            /* the merged record */
     write_state_t state;       /* the write in flight */
@@ -57,10 +60,10 @@ struct st_gw_flow_t {
 /* an adoption under way: the steps in order */
 typedef enum {
     A_BARRIER, /* test hook: waiting for the barrier's file */
-    A_CLAIM,   /* POST the profile of the next epoch: exactly one replica creates it */
-    A_REREAD,  /* GET the old epoch's profile: written since it was seen? */
+    A_CLAIM,   /* POST the object of the next epoch: exactly one replica creates it */
+    A_REREAD,  /* GET the old epoch's object: written since it was seen? */
     A_GRACE,   /* it was: the old owner may act until lease/2 after its last write; wait that long */
-    A_FENCE,   /* DELETE the old epochs' profiles: the old owner's next write fails */
+    A_FENCE,   /* DELETE the old epochs' objects: the old owner's next write fails */
 } adopt_state_t;
 
 typedef struct st_adopt_t {
@@ -101,9 +104,9 @@ static struct {
 
 /* ---- helpers ---- */
 
-static char *profile_path(const char *id, unsigned epoch)
+static char *object_path(const char *id, unsigned epoch)
 {
-    return gw_text_dupf("/1.0/profiles/flow-%s-%u?project=" GW_FLOWS_PROJECT, id, epoch);
+    return gw_text_dupf(GW_FLOWS_OBJECTS "/flow-%s-%u?project=" GW_FLOWS_PROJECT, id, epoch);
 }
 
 static const char *answer_error(const char *err, json_t *json)
@@ -120,8 +123,8 @@ static gw_mcall_t *call(const char *method, const char *path, json_t *body, gw_c
     return c;
 }
 
-/* the profile's body: what the owner writes */
-static json_t *profile_body(gw_flow_t *f, int with_name)
+/* the object's body: what the owner writes */
+static json_t *object_body(gw_flow_t *f, int with_name)
 {
     char *record = json_dumps(f->record, JSON_COMPACT | JSON_SORT_KEYS), beat[32];
     snprintf(beat, sizeof(beat), "%lu", f->beat);
@@ -216,21 +219,23 @@ static void write_done(gw_flow_t *f, const char *err, int lost)
     gw_flow_written_cb cb = f->cb;
     void *data = f->data;
     f->cb = NULL;
-    int queued = f->queued;
+    if (f->queued && lost) { /* one caller hears of the loss: the one waiting (it may forget `f` at once) */
+        gw_flow_written_cb q_cb = f->q_cb;
+        f->queued = 0;
+        json_decref(f->q_fields), f->q_fields = NULL;
+        q_cb(f->q_data, NULL, 1);
+        return;
+    }
     if (!lost && !f->ending)
         arm_beat(f);
-    if (queued && !lost) { /* (the caller's write, which waited for a beat) */
+    if (f->queued) { /* the caller's write, which waited for the one in flight */
         f->queued = 0;
         json_object_update(f->record, f->q_fields);
         json_decref(f->q_fields), f->q_fields = NULL;
         f->cb = f->q_cb, f->data = f->q_data;
         start_write(f);
-    } else if (queued) {
-        f->queued = 0;
-        json_decref(f->q_fields), f->q_fields = NULL;
-        f->q_cb(f->q_data, NULL, 1);
     }
-    if (cb != NULL)
+    if (cb != NULL) /* (last: it may forget `f`) */
         cb(data, err, lost);
 }
 
@@ -241,12 +246,12 @@ static void start_write(gw_flow_t *f)
     json_t *body;
     if (!f->created) {
         f->state = W_CREATE;
-        body = profile_body(f, 1);
-        f->call = call("POST", "/1.0/profiles?project=" GW_FLOWS_PROJECT, body, on_write, f);
+        body = object_body(f, 1);
+        f->call = call("POST", GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT, body, on_write, f);
     } else {
         f->state = W_PUT;
-        body = profile_body(f, 0);
-        char *path = profile_path(f->id, f->epoch);
+        body = object_body(f, 0);
+        char *path = object_path(f->id, f->epoch);
         f->call = call("PUT", path, body, on_write, f);
         free(path);
     }
@@ -259,8 +264,8 @@ static void create_project(gw_mcall_t **slot, gw_call_cb cb, void *data)
 {
     json_t *p = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "name", GW_FLOWS_PROJECT, "description",
                           "lxd-gateway: the state of the gateway's running operations (moves, copies, drains); do not edit",
-                          "config", "features.profiles", "true", "features.images", "false", "features.storage.volumes", "false",
-                          "features.networks", "false");
+                          "config", "features.profiles", "true", "features.networks", "false", "features.images", "false",
+                          "features.storage.volumes", "false");
     *slot = call("POST", "/1.0/projects", p, cb, data);
     json_decref(p);
 }
@@ -287,6 +292,12 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
             f->created = 1;
             return write_done(f, NULL, 0); /* (epoch 1: there is no older owner to take it over yet) */
         }
+        if (err == NULL &&
+            (strstr(answer_error(err, json), "exists") != NULL || strstr(answer_error(err, json), "UNIQUE") != NULL)) {
+            f->created = 1; /* (an earlier try that timed out had made it: epoch 1 is only ever made by this replica) */
+            --f->beat;
+            return start_write(f);
+        }
         if (err == NULL && !f->project_tried && project_missing(status, json)) {
             f->project_tried = 1;
             f->state = W_PROJECT;
@@ -303,13 +314,20 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
             f->created = 0, --f->beat;
             return start_write(f);
         }
-        if (err == NULL && status == 404) /* this epoch's profile is gone: an adopter deleted it */
-            return write_done(f, NULL, 1);
+        if (err == NULL && status == 404) { /* gone (an adopter deleted it)? LXD says 404 for other reasons too: asked */
+            f->state = W_GONE;
+            char *path = object_path(f->id, f->epoch);
+            f->call = call("GET", path, NULL, on_write, f);
+            free(path);
+            if (f->call == NULL)
+                write_done(f, "no cluster member answers", 0);
+            return;
+        }
         if (err != NULL || status != 200)
             return write_done(f, answer_error(err, json), 0);
         f->state = W_CHECK;
         {
-            char *path = profile_path(f->id, f->epoch + 1);
+            char *path = object_path(f->id, f->epoch + 1);
             f->call = call("GET", path, NULL, on_write, f);
             free(path);
         }
@@ -319,9 +337,17 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
     case W_CHECK:
         if (err == NULL && status == 404)
             return write_done(f, NULL, 0);
-        if (err == NULL && status == 200) /* a newer epoch exists: adopted */
+        if (err == NULL && status == 200) { /* a newer epoch exists: adopted */
+            gw_log(GW_LOG_WARN, "flow's next epoch exists in the cluster", "flow", f->id, "epoch", gw_log_num(f->epoch + 1), NULL);
             return write_done(f, NULL, 1);
+        }
         return write_done(f, answer_error(err, json), 0);
+    case W_GONE:
+        if (err == NULL && status == 404) {
+            gw_log(GW_LOG_WARN, "flow's state is gone from the cluster", "flow", f->id, "epoch", gw_log_num(f->epoch), NULL);
+            return write_done(f, NULL, 1);
+        }
+        return write_done(f, err != NULL ? err : "the cluster refused the write (404) of a record it has", 0);
     case W_DELETE:
         if (err == NULL && (status == 200 || status == 404)) {
             flow_free(f);
@@ -378,7 +404,7 @@ static void on_end_timer(h2o_timeout_entry_t *entry)
         return;
     }
     f->state = W_DELETE;
-    char *path = profile_path(f->id, f->epoch);
+    char *path = object_path(f->id, f->epoch);
     f->call = call("DELETE", path, NULL, on_write, f);
     free(path);
     if (f->call == NULL) {
@@ -436,6 +462,7 @@ static void adopt_free(adopt_t *a)
 }
 
 static void adopt_step(adopt_t *a);
+static void list_now(void);
 
 static void on_adopt_timer(h2o_timeout_entry_t *entry)
 {
@@ -474,9 +501,11 @@ static void on_adopt(void *data, const char *err, long status, json_t *json, con
             a->state = A_REREAD;
             return adopt_step(a);
         }
-        if (err == NULL && strstr(answer_error(err, json), "already exists") != NULL)
+        if (err == NULL &&
+            (strstr(answer_error(err, json), "exists") != NULL || strstr(answer_error(err, json), "UNIQUE") != NULL)) {
             gw_log(GW_LOG_INFO, "flow adoption lost to another replica", "flow", a->id, NULL);
-        else
+            list_now(); /* (who won: its operation is asked there from now on) */
+        } else
             gw_log(GW_LOG_WARN, "flow not adopted now; tried again later", "flow", a->id, "err", answer_error(err, json), NULL);
         return adopt_free(a);
     case A_REREAD: {
@@ -528,14 +557,14 @@ static void adopt_step(adopt_t *a)
         /* fall through */
     case A_CLAIM: {
         gw_flow_t tmp = {.id = a->id, .kind = a->kind, .epoch = a->epoch + 1, .record = a->record};
-        json_t *body = profile_body(&tmp, 1);
+        json_t *body = object_body(&tmp, 1);
         json_object_set_new(json_object_get(body, "config"), KEY("adopted_from"), json_string(a->from));
-        a->call = call("POST", "/1.0/profiles?project=" GW_FLOWS_PROJECT, body, on_adopt, a);
+        a->call = call("POST", GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT, body, on_adopt, a);
         json_decref(body);
         break;
     }
     case A_REREAD:
-        path = profile_path(a->id, a->epoch);
+        path = object_path(a->id, a->epoch);
         a->call = call("GET", path, NULL, on_adopt, a);
         free(path);
         break;
@@ -545,7 +574,7 @@ static void adopt_step(adopt_t *a)
     case A_FENCE:
         if (json_array_size(a->fence) == 0)
             return deliver(a);
-        path = profile_path(a->id, (unsigned)json_integer_value(json_array_get(a->fence, 0)));
+        path = object_path(a->id, (unsigned)json_integer_value(json_array_get(a->fence, 0)));
         a->call = call("DELETE", path, NULL, on_adopt, a);
         free(path);
         break;
@@ -575,7 +604,7 @@ static void adopt(const char *id, unsigned epoch, json_t *seen, json_t *fence)
 
 /* ---- the list ---- */
 
-/* "flow-<36 characters of [0-9a-f-]>-<epoch>": 1 and the parts, or 0 (a profile the gateway did not make) */
+/* "flow-<36 characters of [0-9a-f-]>-<epoch>": 1 and the parts, or 0 (a object the gateway did not make) */
 static int parse_name(const char *name, char *id, unsigned *epoch)
 {
     size_t len = strlen(name);
@@ -639,6 +668,14 @@ static void publish_unfinished(void)
         const char *id = json_string_value(json_object_get(r, "move"));
         if (id == NULL || json_object_get(S.seen, id) != NULL || owned(id) != NULL || adopting(id))
             continue;
+        if (json_is_true(json_object_get(r, GW_FLOWS_IN_CLUSTER))) {
+            /* written by a version that records its flows in the cluster, which no longer has this one: it ended (here,
+             * or where it was adopted), or its first record never reached the cluster (then no member was touched) */
+            json_t *end = json_pack("{s:s}", "outcome", "not in the cluster: ended, or never begun");
+            gw_journal_end(id, end);
+            json_decref(end);
+            continue;
+        }
         const char *kind = json_string_value(json_object_get(r, "kind"));
         gw_flow_t *f = gw_flow_new(id, kind != NULL ? kind : "move");
         json_t *fields = json_deep_copy(r);
@@ -742,9 +779,19 @@ static void on_list_timer(h2o_timeout_entry_t *entry)
     (void)entry;
     if (S.list_call != NULL)
         return schedule_list();
-    S.list_call = call("GET", "/1.0/profiles?project=" GW_FLOWS_PROJECT "&recursion=1", NULL, on_list, NULL);
+    S.list_call = call("GET", GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT "&recursion=1", NULL, on_list, NULL);
     if (S.list_call == NULL)
         schedule_list();
+}
+
+/* the list is read at once (unless a reading is under way) */
+static void list_now(void)
+{
+    if (S.list_call != NULL)
+        return;
+    if (h2o_timeout_is_linked(&S.list_timer))
+        h2o_timeout_unlink(&S.list_timer);
+    on_list_timer(&S.list_timer);
 }
 
 static void schedule_list(void)
@@ -787,4 +834,163 @@ const char *gw_flows_init(h2o_context_t *ctx, const gw_config_t *conf, const cha
     S.list_timer.cb = on_list_timer;
     h2o_timeout_link(ctx->loop, &S.first_timeout, &S.list_timer); /* (the first reading: the start's adoptions) */
     return NULL;
+}
+
+/* ---- locks ---- */
+
+typedef enum {
+    L_CREATE, /* POST lock-<digest>: 201, it is ours */
+    L_READ,   /* (it exists) GET it: whose? */
+    L_FLOWS,  /* GET the list's names: is its holder's flow still in the cluster? */
+    L_DROP,   /* (stale) DELETE it, then L_CREATE once more */
+} lock_state_t;
+
+typedef struct st_lock_t {
+    lock_state_t state;
+    char *key, *id, *name; /* the key, the flow asking, the profile's name */
+    char *holder;          /* L_READ's answer */
+    int retried;           /* L_CREATE was tried again after a stale lock was dropped */
+    gw_flow_locked_cb cb;
+    void *data;
+} lock_t;
+
+static char *lock_name(const char *key)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hex[2 * 24 + 1];
+    SHA256((const unsigned char *)key, strlen(key), md);
+    for (size_t i = 0; i != 24; ++i)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return gw_text_dupf("lock-%s", hex);
+}
+
+static void lock_step(lock_t *l);
+
+static void lock_done(lock_t *l, const char *err, const char *holder)
+{
+    l->cb(l->data, err, holder);
+    free(l->key), free(l->id), free(l->name), free(l->holder);
+    free(l);
+}
+
+static void on_lock(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
+{
+    lock_t *l = data;
+    (void)c;
+    const char *e = answer_error(err, json);
+    switch (l->state) {
+    case L_CREATE:
+        if (err == NULL && (status == 200 || status == 201))
+            return lock_done(l, NULL, NULL);
+        if (err != NULL || (strstr(e, "exists") == NULL && strstr(e, "UNIQUE") == NULL))
+            return lock_done(l, e, NULL);
+        l->state = L_READ;
+        return lock_step(l);
+    case L_READ: {
+        const char *holder = text_field(json_object_get(json_object_get(json, "metadata"), "config"), KEY("flow"));
+        if (err == NULL && status == 404) { /* (given up meanwhile) */
+            l->state = L_CREATE;
+            return l->retried++ ? lock_done(l, "the lock changed hands twice", NULL) : lock_step(l);
+        }
+        if (err != NULL || status != 200)
+            return lock_done(l, e, NULL);
+        if (holder != NULL && strcmp(holder, l->id) == 0)
+            return lock_done(l, NULL, NULL);
+        free(l->holder);
+        l->holder = strdup(holder != NULL ? holder : "");
+        if (holder != NULL && owned(holder) != NULL)
+            return lock_done(l, NULL, l->holder);
+        l->state = L_FLOWS;
+        return lock_step(l);
+    }
+    case L_FLOWS: {
+        json_t *names = json_object_get(json, "metadata"), *n;
+        size_t i;
+        if (err != NULL || status != 200 || !json_is_array(names))
+            return lock_done(l, e, NULL);
+        char *prefix = gw_text_dupf("/1.0/profiles/flow-%s-", l->holder);
+        int live = 0;
+        json_array_foreach(names, i, n) live |= json_is_string(n) && strncmp(json_string_value(n), prefix, strlen(prefix)) == 0;
+        free(prefix);
+        if (live && *l->holder != '\0')
+            return lock_done(l, NULL, l->holder);
+        gw_log(GW_LOG_WARN, "a lock's flow is gone; taking the lock over", "lock", l->key, "was", l->holder, NULL);
+        l->state = L_DROP;
+        return lock_step(l);
+    }
+    case L_DROP:
+        if (err != NULL || (status != 200 && status != 404) || l->retried++)
+            return lock_done(l, err != NULL || (status != 200 && status != 404) ? e : "the lock changed hands twice", NULL);
+        l->state = L_CREATE;
+        return lock_step(l);
+    }
+}
+
+static void lock_step(lock_t *l)
+{
+    char *path = NULL;
+    json_t *body = NULL;
+    const char *method = "GET";
+    switch (l->state) {
+    case L_CREATE:
+        method = "POST";
+        path = strdup(GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT);
+        body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{}}", "name", l->name, "description",
+                         "lxd-gateway: held by a running operation (do not edit; removed when it ends)", "config", KEY("flow"),
+                         l->id, KEY("key"), l->key, "devices");
+        break;
+    case L_READ:
+        path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        break;
+    case L_FLOWS:
+        path = strdup(GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT);
+        break;
+    case L_DROP:
+        method = "DELETE";
+        path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        break;
+    }
+    gw_mcall_t *c = call(method, path, body, on_lock, l);
+    free(path);
+    json_decref(body);
+    if (c == NULL)
+        lock_done(l, "no cluster member answers", NULL);
+}
+
+void gw_flows_lock(const char *key, const char *flow_id, gw_flow_locked_cb cb, void *data)
+{
+    lock_t *l = calloc(1, sizeof(*l));
+    l->key = strdup(key), l->id = strdup(flow_id), l->name = lock_name(key);
+    l->cb = cb, l->data = data;
+    l->state = L_CREATE;
+    lock_step(l);
+}
+
+static void on_ignored(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
+{
+    (void)data, (void)err, (void)status, (void)json, (void)c; /* (a lock left behind is stale once its flow ended) */
+}
+
+static void on_unlock_read(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
+{
+    lock_t *l = data;
+    (void)c;
+    const char *holder = text_field(json_object_get(json_object_get(json, "metadata"), "config"), KEY("flow"));
+    if (err == NULL && status == 200 && holder != NULL && strcmp(holder, l->id) == 0) {
+        char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        call("DELETE", path, NULL, on_ignored, NULL);
+        free(path);
+    }
+    free(l->key), free(l->id), free(l->name);
+    free(l);
+}
+
+void gw_flows_unlock(const char *key, const char *flow_id)
+{
+    lock_t *l = calloc(1, sizeof(*l));
+    l->key = strdup(key), l->id = strdup(flow_id), l->name = lock_name(key);
+    char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+    if (call("GET", path, NULL, on_unlock_read, l) == NULL)
+        free(l->key), free(l->id), free(l->name), free(l);
+    free(path);
 }

@@ -2,17 +2,19 @@
  * flows.h: the state of the gateway's multi-step flows (a move, a snapshot copy, a drain), held in the cluster's own
  * database, so that any replica of the deployment finishes a flow whose replica is gone.
  *
- * Where: one LXD profile per flow and ownership epoch, `flow-<flow id>-<epoch>`, in the project `lxd-gateway` (made
- * by the gateway, with its own profiles and nothing else). Its config: `user.lxd-gateway.owner` (the owning replica's
- * id), `user.lxd-gateway.beat` (how many times the owner wrote it), `user.lxd-gateway.kind` and
+ * Where: one LXD profile per flow and ownership epoch, `flow-<flow id>-<epoch>`, used by nothing, in the project
+ * `lxd-gateway` (made by the gateway, with its own profiles and nothing else). Its config: `user.lxd-gateway.owner`
+ * (the owning replica's id), `user.lxd-gateway.beat` (how many times the owner wrote it), `user.lxd-gateway.kind` and
  * `user.lxd-gateway.record` (the flow's record: JSON, the fields of every step merged, the last step in "step"). The
  * user's volumes carry nothing of it but the move's own mark while a flow runs; the profile is deleted when the flow
- * ends.
+ * ends. (A network ACL is cheaper to write, 41 ms against 68 ms on the test cluster, as a profile's PUT is also pushed
+ * to every other member; but LXD 5.0.2 fails the PUT of one ACL with 404 while another ACL of the project is being
+ * deleted, which many flows ending at once do.)
  *
  * Why names, not ETags: LXD 5.0.2 checks a profile's (and a volume's) If-Match in one database transaction and
  * writes in another: two PUTs with the same ETag at once BOTH succeed (36 of 40 tries on the test cluster), so it
  * is no compare-and-swap. Creating an object whose name exists fails in the database itself: exactly one of two
- * creations succeeds (40 of 40). So ownership is a name: the owner of epoch N is whoever created
+ * creations succeeds (40 of 40 profiles, 20 of 20 ACLs). So ownership is a name: the owner of epoch N is whoever created
  * `flow-<id>-<N>`; to adopt, a replica creates `flow-<id>-<N+1>`.
  *
  * The lease, on each replica's own monotonic clock (no clocks are compared across machines):
@@ -26,9 +28,10 @@
  *     profile and stopped), then deleted (the old owner's next write fails: it stops, touching nothing), and the
  *     flow handed to its kind's adopt callback, which finishes it or rolls it back by the rules of recovery;
  *   - at start, the flows this replica's own id owns are adopted at once (this process runs none of them), and so
- *     are the flows its local journal (journal.h) holds unfinished and the cluster does not: a move that was under
- *     way when the gateway was upgraded from a version without this, or one whose step was journaled but not yet
- *     written to the cluster (that step was never taken).
+ *     are the flows its local journal (journal.h) holds unfinished, that the cluster does not have, and that were
+ *     journaled by a version without this (a move under way at an upgrade). A flow journaled with GW_FLOWS_IN_CLUSTER
+ *     and gone from the cluster ended (here, or where it was adopted: it is not run twice), or never reached it
+ *     (then no member was touched); its journal entry is ended.
  *
  * The local journal is still written first, and read only for that: it is the replica's own ordered history of
  * steps (the cluster's record is merged, and gone at the end), which the crash tests and an operator read.
@@ -41,6 +44,8 @@
 #include "config.h"
 
 #define GW_FLOWS_PROJECT "lxd-gateway"
+#define GW_FLOWS_OBJECTS "/1.0/profiles" /* the kind of object each flow's state is */
+#define GW_FLOWS_IN_CLUSTER "in_cluster" /* true in a journal record whose flow is recorded in the cluster too */
 
 typedef struct st_gw_flow_t gw_flow_t;
 
@@ -75,6 +80,18 @@ void gw_flow_release(gw_flow_t *flow);
 void gw_flow_forget(gw_flow_t *flow);
 /* its id */
 const char *gw_flow_id(const gw_flow_t *flow);
+
+/*
+ * Locks: a name only one flow holds at a time, cluster-wide (a volume being moved: the key names its member, pool,
+ * project and name). A profile `lock-<digest of key>` created by the flow (creation is the one atomic step LXD
+ * offers, see above). A lock whose holder's flow is no longer in the cluster is stale: taken over.
+ */
+/* `holder` != NULL: another flow, still in the cluster, holds `key`; err != NULL: the cluster did not answer; both NULL:
+ * `flow_id` holds it now (or held it already) */
+typedef void (*gw_flow_locked_cb)(void *data, const char *err, const char *holder);
+void gw_flows_lock(const char *key, const char *flow_id, gw_flow_locked_cb cb, void *data);
+/* gives `key` up if `flow_id` holds it (tried once: a lock left behind is stale once its flow has ended) */
+void gw_flows_unlock(const char *key, const char *flow_id);
 
 /* the replica id that owns flow `id`, as the last reading of the list showed it, or NULL */
 const char *gw_flows_owner(const char *id);

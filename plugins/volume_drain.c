@@ -557,6 +557,7 @@ static void plan_done(drain_t *d)
         return finish(d);
     }
     json_t *r = json_pack("{s:s, s:s, s:s, s:o}", "kind", "drain", "member", d->member->name, "project", d->project, "plan", plan);
+    json_object_set_new(r, GW_FLOWS_IN_CLUSTER, json_true());
     const char *err = gw_journal_write(d->drain_id, "drain-planned", r);
     if (err != NULL) {
         json_decref(r);

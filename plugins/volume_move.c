@@ -153,6 +153,9 @@ typedef struct st_move_t {
     char *move_id;                           /* journal key: the operation's id */
     gw_flow_t *flow;                         /* its state in the cluster (flows.h), once its first step was recorded */
     move_state_t recording;                  /* the step whose record is being written to the cluster */
+    int flow_lost;                           /* a record written in the background found the flow adopted elsewhere */
+    char *lock;                              /* a move: its source's lock in the cluster (flows.h), named from "begin" on */
+    int locked;                              /* ... and held by this flow */
     gw_op_t *op;                             /* the client's operation; NULL in recovery, or once the client was told */
     gw_move_done_cb done;                    /* gw_move_run's: told of the outcome with the client (then NULL) */
     void *done_data;                         /* ... its argument */
@@ -213,6 +216,7 @@ static void move_free(move_t *m)
     gw_hold_take(&m->hold); /* (the request, if still held, is not ours to answer any more) */
     free(m->pool), free(m->project), free(m->name), free(m->dst_pool), free(m->dst_project), free(m->dst_name);
     free(m->move_id), free(m->transfer_op), free(m->why), free(m->patch);
+    free(m->lock);
     free(m->snapshot), free(m->origin), free(m->temp_op), free(m->end_outcome), free(m->end_err), free(m->etag);
     json_decref(m->temp_config);
     json_decref(m->last_state);
@@ -227,6 +231,8 @@ static json_t *record(move_t *m)
                           m->dst != NULL ? m->dst->name : "", "pool", m->pool, "project", m->project, "name", m->name, "dst_pool",
                           m->dst_pool, "dst_project", m->dst_project, "dst_name", m->dst_name, "transfer_op",
                           m->transfer_op != NULL ? m->transfer_op : "");
+    if (m->lock != NULL)
+        json_object_set_new(r, "lock", json_string(m->lock));
     if (m->snapshot != NULL) /* (a move's records stay as they were) */
         json_object_set_new(r, "snapshot",
                             json_pack("{s:s, s:s, s:s, s:s}", "name", m->snapshot, "of", m->origin, "temp_op",
@@ -312,6 +318,9 @@ static void finish(move_t *m, const char *outcome, gw_op_status_t status, const 
     json_t *r = json_pack("{s:s}", "outcome", outcome);
     gw_journal_end(m->move_id, r); /* written again until it is (a lost one: the next start re-checks a finished move) */
     json_decref(r);
+    if (m->lock != NULL) /* (the source's lock first: a lock whose flow is gone is stale, the other way round it is not; it
+                          * is given up only if this flow holds it) */
+        gw_flows_unlock(m->lock, m->move_id);
     if (m->flow != NULL) { /* its state leaves the cluster (tried again until it does; a lost one: adopted, re-checked) */
         gw_flow_end(m->flow);
         m->flow = NULL;
@@ -427,6 +436,16 @@ static void lost(move_t *m)
     move_free(m);
 }
 
+/* a record written behind its step (see go()): a loss is acted on at the next act(), when no member call is in
+ * flight; a failure was logged and changes nothing (the step goes on, as steps[].j_fail says) */
+static void on_recorded_behind(void *data, const char *err, int was_lost)
+{
+    move_t *m = data;
+    (void)err;
+    if (was_lost)
+        m->flow_lost = 1;
+}
+
 static void on_recorded(void *data, const char *err, int was_lost)
 {
     move_t *m = data;
@@ -448,6 +467,7 @@ static void go(move_t *m, move_state_t next)
     /* a move that cannot record its steps must not take them: first the replica's own journal, then the cluster (the
      * record other replicas adopt it from) */
     json_t *r = record(m);
+    json_object_set_new(r, GW_FLOWS_IN_CLUSTER, json_true()); /* (its absence from the cluster then says it ended) */
     const char *err = gw_journal_write(m->move_id, step, r);
     if (err != NULL && record_failed(m, next, "the gateway's journal", err)) {
         json_decref(r);
@@ -455,6 +475,15 @@ static void go(move_t *m, move_state_t next)
     }
     if (m->flow == NULL)
         m->flow = gw_flow_new(m->move_id, "move");
+    const char *pause_at = getenv("LXDGW_TEST_PAUSE_AT");
+    if (steps[next].j_fail == J_GO_ON && (pause_at == NULL || strcmp(pause_at, step) != 0)) {
+        /* a step taken whether or not it is recorded (a watch; a roll-back, safe by the marks) does not wait for the
+         * cluster: a transfer must be watched at once (a finished one is dropped by LXD within seconds), and a busy
+         * cluster can take seconds to write. (A test pausing here waits, so that the cluster has the record.) */
+        gw_flow_write(m->flow, step, r, on_recorded_behind, m);
+        json_decref(r);
+        return take(m, next);
+    }
     m->recording = next;
     gw_flow_write(m->flow, step, r, on_recorded, m);
     json_decref(r);
@@ -541,9 +570,12 @@ static void advance(move_t *m, const answer_t *a);
 
 /* makes the current step's call (or, MV_RECOVER, looks at the members) */
 static void on_confirmed(void *data, const char *err, int was_lost);
+static void on_locked(void *data, const char *err, const char *holder);
 
 static void act(move_t *m)
 {
+    if (m->flow_lost)
+        return lost(m);
     if (m->flow != NULL && !gw_flow_may_act(m->flow)) { /* this replica's lease is confirmed before a member is called */
         gw_flow_write(m->flow, NULL, NULL, on_confirmed, m);
         return;
@@ -560,7 +592,11 @@ static void act(move_t *m)
     case MV_RECOVER_TEMP:
         get_temp_ops(m);
         return;
-    case MV_MARK_SOURCE: /* ("begin" is journaled; never retried) */
+    case MV_MARK_SOURCE:                     /* ("begin" is journaled; never retried) */
+        if (m->lock != NULL && !m->locked) { /* one flow per volume, cluster-wide, whichever replica runs it */
+            gw_flows_lock(m->lock, m->move_id, on_locked, m);
+            return;
+        }
         if (m->snapshot == NULL)
             gw_log(GW_LOG_INFO, "volume move started", "move", m->move_id, "volume", m->name, "from", m->src->name, "to",
                    m->dst->name, NULL);
@@ -621,6 +657,18 @@ static void act(move_t *m)
         break;
     }
     abort();
+}
+
+/* the source's lock (MV_MARK_SOURCE): held, or another flow has it (nothing was changed yet) */
+static void on_locked(void *data, const char *err, const char *holder)
+{
+    move_t *m = data;
+    if (err != NULL)
+        return roll_back(m, "Cannot lock the volume for the move in the cluster (%s); nothing was changed", err);
+    if (holder != NULL)
+        return roll_back(m, "The volume is being moved by operation %s; nothing was changed", holder);
+    m->locked = 1;
+    act(m);
 }
 
 /* act()'s lease confirmed (or not: the cluster did not answer, and nothing is done until it does) */
@@ -1178,6 +1226,8 @@ static void begin(move_t *m)
     if (req != NULL)
         gw_op_send_created(req, m->op);
     gw_metrics_single_call(m->snapshot != NULL ? "volume_snapshot_copy" : "volume_move", "started");
+    if (m->snapshot == NULL) /* (named in "begin", so that whoever ends the flow gives it up) */
+        m->lock = gw_text_dupf("volume/%s/%s/%s/%s", m->src->name, m->pool, m->project, m->name);
     go(m, m->snapshot != NULL ? MV_MAKE_TEMP : MV_MARK_SOURCE);
 }
 
@@ -1366,6 +1416,8 @@ static void adopt_move(gw_flow_t *flow, json_t *r, const char *from)
     m->dst_pool = strdup(gw_vol_str(r, "dst_pool")), m->dst_project = strdup(gw_vol_str(r, "dst_project"));
     m->dst_name = strdup(gw_vol_str(r, "dst_name"));
     m->transfer_op = strdup(gw_vol_str(r, "transfer_op"));
+    if (*gw_vol_str(r, "lock") != '\0')
+        m->lock = strdup(gw_vol_str(r, "lock"));
     json_t *snap = json_object_get(r, "snapshot");
     if (json_is_object(snap)) { /* a snapshot copy */
         m->end_status = GW_OP_FAILURE;
