@@ -120,7 +120,7 @@ FUZZ_EXCLUDE_member_json := gateway/trust.c gateway/members.c gateway/enroll.c g
 FUZZ_EXCLUDE_peer_json := gateway/peers.c gateway/operations.c gateway/oplist.c gateway/backend.c
 FUZZ_EXCLUDE_wsclient := gateway/wsclient.c
 FUZZ_EXCLUDE_relay := gateway/relay.c
-FUZZ_EXCLUDE_move := plugins/volume_move.c gateway/backend.c
+FUZZ_EXCLUDE_move := plugins/volume_move.c gateway/backend.c gateway/flows.c
 
 $(FUZZ_BUILD)/obj/%.o: %.c $(wildcard gateway/*.h plugins/*.h)
 	@mkdir -p $(dir $@)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include "fuzz_req.h"
 #include "fuzz_backend.h"
+#include "fuzz_flows.h"
 
 static void *live; /* the move under test, until volume_move.c frees it */
 
