@@ -194,12 +194,12 @@ def flow_profiles():
 
 
 def assert_no_flow_left(timeout=15):
-    """No `flow-*` profile in project lxd-gateway (its record is deleted right after the flow ends: waited for); the
-    project and its default profile stay."""
+    """No `flow-*` or `lock-*` profile in project lxd-gateway (a flow's record and its source's lock are deleted right
+    after the flow ends: waited for); the project and its default profile stay."""
     deadline = time.time() + timeout
     while True:
         names = flow_profiles()
-        left = [n for n in names if n.startswith("flow-")]
+        left = [n for n in names if n.startswith("flow-") or n.startswith("lock-")]  # (a move's lock on its source too)
         if not left:
             break
         assert time.time() < deadline, f"flow records left in project {FLOWS_PROJECT} {timeout} s after the flows ended: {names}"
@@ -209,7 +209,7 @@ def assert_no_flow_left(timeout=15):
 
 def drop_flow_profiles():
     for name in flow_profiles():
-        if name.startswith("flow-"):
+        if name.startswith("flow-") or name.startswith("lock-"):
             member_lxc("node1", "profile", "delete", name, "--project", FLOWS_PROJECT, check=False)
 
 
