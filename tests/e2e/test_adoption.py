@@ -16,16 +16,17 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
 import pytest
 
 from conftest import member_lxc
-from helpers import MiB, Gateway, curl, sh, tree_digest, volume_dir
+from helpers import MiB, curl, sh, tree_digest, volume_dir
 from test_copy import fill, snapshot_dir, volumes
-from test_move import NODES
+from test_move import NODES, everywhere, where
+from test_move_safety import log_mark
+from test_replicas import fingerprint, haproxy_config, make_replicas
 
 LEASE = 6  # s: cluster.flow_lease of every replica here
 ADOPT_WITHIN = LEASE + 15  # s from the kill: the adoption is logged and the flow has ended
@@ -41,30 +42,6 @@ TRIO = {"ad-x": ("127.0.0.1:8465", "127.0.0.1:9465"), "ad-y": ("127.0.0.1:8466",
         "ad-z": ("127.0.0.1:8467", "127.0.0.1:9467")}
 
 
-def fingerprint(crt):
-    out = sh(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"]).stdout
-    return out.split("=")[1].strip().replace(":", "").lower()
-
-
-def log_mark(gw):
-    return len(gw.logtext()) if os.path.exists(gw.logname) else 0
-
-
-def haproxy_config(ha_addr, replicas):
-    """conf/haproxy.cfg (TLS passthrough, round-robin, no stickiness) on these addresses."""
-    out = []
-    with open(os.path.join(os.environ["LXDGW_TOP"], "conf", "haproxy.cfg")) as f:
-        for line in f:
-            if line.startswith("    bind "):
-                line = f"    bind {ha_addr}\n"
-            elif line.startswith("    server "):
-                if line.split()[1] != "gw1":
-                    continue
-                line = "".join(f"    server {n} {a} check inter 500ms fall 2 rise 2\n" for n, (a, _) in replicas.items())
-            out.append(line)
-    return "".join(out)
-
-
 class Deployment:
     """Replicas of one deployment (each listing all of them in `peers`, cluster.flow_lease = LEASE), sharing one server
     certificate, each with its own identity and state_dir, and HAProxy in front of them."""
@@ -76,31 +53,9 @@ class Deployment:
         self.ha = f"https://{ha_addr}"
 
     def make(self):
-        binary = os.environ["LXDGW_BINARY"]
-        peers = "".join(f"  - {{name: {n}, url: \"https://{a}\"}}\n" for n, (a, _) in self.addrs.items())
-        first = None
-        for name, (addr, metrics) in self.addrs.items():
-            state = os.path.join(self.base, name)
-            os.makedirs(state)
-            sh([binary, "init", "--state-dir", state, "--listen", addr, "--member", "https://127.0.0.11:8443",
-                "--cluster-certificate", os.environ["LXDGW_CLUSTER_CERT"]])
-            if first is None:
-                first = state
-            else:  # one server certificate for the deployment: what clients pinned through HAProxy
-                for f in ("server.crt", "server.key"):
-                    shutil.copy(os.path.join(first, f), os.path.join(state, f))
-            self.fps[name] = fingerprint(f"{state}/identity.crt")
-            member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
-            path = f"{state}/lxd-gateway.yaml"
-            with open(path) as f:
-                conf = f.read()
-            assert "cluster:\n" in conf, conf
-            with open(path, "w") as f:
-                f.write(conf.replace("cluster:\n", f"cluster:\n  flow_lease: {LEASE}s\n", 1) +
-                        f"metrics:\n  listen: {metrics}\npublic_addresses: [\"{self.ha_addr}\"]\npeers:\n{peers}")
-            gw = Gateway(binary, state, addr, name=name)
-            gw.metrics = f"http://{metrics}/metrics"
-            self.replicas[name] = gw
+        self.replicas = make_replicas(self.base, self.addrs, False, ha_addr=self.ha_addr,
+                                      cluster_keys=f"  flow_lease: {LEASE}s\n")
+        self.fps = {name: fingerprint(f"{gw.state}/identity.crt") for name, gw in self.replicas.items()}
 
     def start(self, name, extra_env=None):
         """Starts replica `name` (with `extra_env`: test hooks) and waits until it found every other running replica."""
@@ -211,14 +166,6 @@ def drop_flow_profiles():
     for name in flow_profiles():
         if name.startswith("flow-") or name.startswith("lock-"):
             member_lxc("node1", "profile", "delete", name, "--project", FLOWS_PROJECT, check=False)
-
-
-def everywhere():
-    return {n: volumes(n) for n in NODES}
-
-
-def where(name):
-    return [n for n in NODES if name in volumes(n)]
 
 
 def assert_no_marks():

@@ -28,11 +28,12 @@ def fingerprint(crt):
     return out.split("=")[1].strip().replace(":", "").lower()
 
 
-def make_replicas(base, replicas, shared_identity):
+def make_replicas(base, replicas, shared_identity, ha_addr=None, cluster_keys=""):
     """Gateways named and addressed as `replicas` ({name: (addr, metrics addr)}), each listing all of them in `peers`,
     each with its own state_dir under `base`, sharing one server certificate (clients pin it through the load
-    balancer); with `shared_identity` one identity too (configured alike, as configuration management deploys them),
-    otherwise each its own. Every identity is trusted by the cluster. Returns {name: Gateway} (not started)."""
+    balancer, at `ha_addr`: HA_ADDR unless given); with `shared_identity` one identity too (configured alike, as
+    configuration management deploys them), otherwise each its own; `cluster_keys` ("  key: value\n" lines) go under
+    `cluster:`. Every identity is trusted by the cluster. Returns {name: Gateway} (not started)."""
     binary = os.environ["LXDGW_BINARY"]
     peers = "".join(f"  - {{name: {n}, url: \"https://{a}\"}}\n" for n, (a, _) in replicas.items())
     first, out = None, {}
@@ -48,8 +49,13 @@ def make_replicas(base, replicas, shared_identity):
                 shutil.copy(os.path.join(first, f), os.path.join(state, f))
         if state == first or not shared_identity:
             member_lxc("node1", "config", "trust", "add", f"{state}/identity.crt")
-        with open(f"{state}/lxd-gateway.yaml", "a") as f:
-            f.write(f"metrics:\n  listen: {metrics}\npublic_addresses: [\"{HA_ADDR}\"]\npeers:\n{peers}")
+        path = f"{state}/lxd-gateway.yaml"
+        with open(path) as f:
+            conf = f.read()
+        assert "cluster:\n" in conf, conf
+        with open(path, "w") as f:
+            f.write(conf.replace("cluster:\n", f"cluster:\n{cluster_keys}", 1) +
+                    f"metrics:\n  listen: {metrics}\npublic_addresses: [\"{ha_addr or HA_ADDR}\"]\npeers:\n{peers}")
         gw = Gateway(binary, state, addr, name=name)
         gw.metrics = f"http://{metrics}/metrics"
         out[name] = gw
@@ -120,17 +126,18 @@ class Deployment:
         return next(n for n in self.replicas if n != name)
 
 
-def haproxy_config():
-    """conf/haproxy.cfg (TLS passthrough, round-robin, no stickiness: see its comments), on this test's addresses."""
+def haproxy_config(ha_addr=HA_ADDR, replicas=REPLICAS):
+    """conf/haproxy.cfg (TLS passthrough, round-robin, no stickiness: see its comments), on these addresses (this
+    test's unless given)."""
     out = []
     with open(os.path.join(os.environ["LXDGW_TOP"], "conf", "haproxy.cfg")) as f:
         for line in f:
             if line.startswith("    bind "):
-                line = f"    bind {HA_ADDR}\n"
+                line = f"    bind {ha_addr}\n"
             elif line.startswith("    server "):
                 if line.split()[1] != "gw1":
                     continue
-                line = "".join(f"    server {n} {a} check inter 500ms fall 2 rise 2\n" for n, (a, _) in REPLICAS.items())
+                line = "".join(f"    server {n} {a} check inter 500ms fall 2 rise 2\n" for n, (a, _) in replicas.items())
             out.append(line)
     return "".join(out)
 
