@@ -270,6 +270,14 @@ static void create_project(gw_mcall_t **slot, gw_call_cb cb, void *data)
     json_decref(p);
 }
 
+/* a creation refused because the name exists (LXD: "... already exists" from its API, or the database's "UNIQUE
+ * constraint failed" when two creations raced): the one atomic step this module builds on */
+static int name_taken(const char *err, json_t *json)
+{
+    const char *e = json_string_value(json_object_get(json, "error"));
+    return err == NULL && e != NULL && (strstr(e, "exists") != NULL || strstr(e, "UNIQUE") != NULL);
+}
+
 static int project_missing(long status, json_t *json)
 {
     const char *e = json_string_value(json_object_get(json, "error"));
@@ -292,8 +300,7 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
             f->created = 1;
             return write_done(f, NULL, 0); /* (epoch 1: there is no older owner to take it over yet) */
         }
-        if (err == NULL &&
-            (strstr(answer_error(err, json), "exists") != NULL || strstr(answer_error(err, json), "UNIQUE") != NULL)) {
+        if (name_taken(err, json)) {
             f->created = 1; /* (an earlier try that timed out had made it: epoch 1 is only ever made by this replica) */
             --f->beat;
             return start_write(f);
@@ -501,8 +508,7 @@ static void on_adopt(void *data, const char *err, long status, json_t *json, con
             a->state = A_REREAD;
             return adopt_step(a);
         }
-        if (err == NULL &&
-            (strstr(answer_error(err, json), "exists") != NULL || strstr(answer_error(err, json), "UNIQUE") != NULL)) {
+        if (name_taken(err, json)) {
             gw_log(GW_LOG_INFO, "flow adoption lost to another replica", "flow", a->id, NULL);
             list_now(); /* (who won: its operation is asked there from now on) */
         } else
@@ -882,7 +888,7 @@ static void on_lock(void *data, const char *err, long status, json_t *json, cons
     case L_CREATE:
         if (err == NULL && (status == 200 || status == 201))
             return lock_done(l, NULL, NULL);
-        if (err != NULL || (strstr(e, "exists") == NULL && strstr(e, "UNIQUE") == NULL))
+        if (!name_taken(err, json))
             return lock_done(l, e, NULL);
         l->state = L_READ;
         return lock_step(l);
