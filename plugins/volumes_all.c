@@ -328,6 +328,26 @@ static void on_pools(void *data, const char *err, long status, json_t *json, con
     launch(a);
 }
 
+/* LXD's reading of ?recursion= (strconv.Atoi, then != 0): "1x", " 1" or a number past 64 bits is no recursion, "-1" and
+ * "+2" are recursion */
+static int is_recursion(const char *v)
+{
+    if (v == NULL)
+        return 0;
+    int negative = *v == '-';
+    if (*v == '+' || *v == '-')
+        ++v;
+    size_t n = strspn(v, "0123456789");
+    if (n == 0 || v[n] != '\0')
+        return 0;
+    v += strspn(v, "0"); /* leading zeros count for nothing */
+    n = strlen(v);
+    if (n == 0)
+        return 0; /* zero */
+    /* Atoi's range, int64: -9223372036854775808 ... 9223372036854775807 */
+    return n < 19 || (n == 19 && strcmp(v, negative ? "9223372036854775808" : "9223372036854775807") <= 0);
+}
+
 /* Go's strconv.ParseBool-like test LXD applies to all-projects (shared.IsTrue) */
 static int is_true(const char *v)
 {
@@ -366,7 +386,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         }
         a->type = *type != '\0' ? strdup(type) : NULL;
         a->filter = filter != NULL && *filter != '\0' ? strdup(filter) : NULL;
-        a->recursion = recursion != NULL && atoi(recursion) > 0;
+        a->recursion = is_recursion(recursion);
         char *ep = project != NULL && *project != '\0' ? curl_easy_escape(NULL, project, 0) : NULL;
         char *ea = all != NULL ? curl_easy_escape(NULL, all, 0) : NULL;
         char *em = target != NULL && *target != '\0' ? curl_easy_escape(NULL, target, 0) : NULL;
