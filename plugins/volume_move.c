@@ -390,6 +390,8 @@ int gw_move_pause_at(const char *step)
     if (at == NULL || strcmp(at, step) != 0)
         return 0;
     gw_log(GW_LOG_WARN, "paused for a test", "step", step, NULL);
+    if (h2o_timeout_is_linked(&pause_entry)) /* two flows at the step at once: one pause (an entry is linked once) */
+        return 1;
     pause_entry.cb = on_pause;
     h2o_timeout_link(ctx->loop, &pause_timeout, &pause_entry);
     return 1;
