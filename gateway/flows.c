@@ -22,6 +22,9 @@
 #define BARRIER_POLL_MS 100 /* test hook: how often the adoption barrier's file is looked for */
 #define KEY(k) "user.lxd-gateway." k
 #define MAX_KINDS 4
+/* bytes: a record text longer than this is not the gateway's writing (a move's is < 1 KiB, a drain's plan about 150 bytes
+ * a volume); the whole list is bounded by backend.c's MAX_BODY */
+#define RECORD_MAX (16 << 20)
 #define GONE_KEEP_MS (10 * 60 * 1000) /* an ended flow's last owner is remembered this long (its operation is asked there) */
 
 /* the steps of a write, in order */
@@ -727,7 +730,7 @@ static void on_list(void *data, const char *err, long status, json_t *json, cons
         json_t *prev = json_object_get(seen, id);
         if (prev != NULL && json_integer_value(json_object_get(prev, "epoch")) >= epoch)
             continue;
-        json_t *rec = record != NULL ? json_loads(record, 0, NULL) : NULL;
+        json_t *rec = record != NULL && strlen(record) <= RECORD_MAX ? json_loads(record, 0, NULL) : NULL;
         if (owner == NULL || beat == NULL || kind == NULL || !json_is_object(rec)) {
             json_decref(rec);
             continue; /* (not the gateway's writing: left alone) */
