@@ -71,6 +71,7 @@ typedef struct st_vol_t {
     gw_member_t *to;             /* where it goes */
     vol_state_t state;
     char *why;            /* V_SKIPPED, V_FAILED: why */
+    json_t *taken_on;     /* the members found to have a volume of its name (not chosen again), or NULL */
     gw_move_t *move;      /* V_MOVING: its flow */
     struct st_drain_t *d; /* (for the callbacks) */
 } vol_t;
@@ -137,6 +138,7 @@ static void drain_free(drain_t *d)
     for (size_t i = 0; i != d->num_vols; ++i) {
         vol_t *v = &d->vols[i];
         free(v->pool), free(v->project), free(v->name), free(v->why);
+        json_decref(v->taken_on);
     }
     free(d->vols), free(d->space), free(d->project), free(d->drain_id), free(d->error);
     json_decref(d->only_pools);
@@ -419,13 +421,23 @@ static void take_volumes(drain_t *d, json_t *list)
     }
 }
 
-/* the target of `v`: the member with the most free space in its pool, less what this drain sends it */
+static int taken_on(const vol_t *v, const gw_member_t *m)
+{
+    size_t i;
+    json_t *n;
+    json_array_foreach(v->taken_on, i, n) if (strcmp(json_string_value(n), m->name) == 0) return 1;
+    return 0;
+}
+
+/* the target of `v`: the member with the most free space in its pool, less what this drain sends it, among those not
+ * found to have a volume of its name */
 static void choose(drain_t *d, vol_t *v)
 {
     space_t *best = NULL;
     for (size_t i = 0; i != d->num_space; ++i) {
         space_t *s = &d->space[i];
-        if (strcmp(s->pool, v->pool) == 0 && s->free_bytes >= 0 && (best == NULL || s->free_bytes > best->free_bytes))
+        if (strcmp(s->pool, v->pool) == 0 && s->free_bytes >= 0 && !taken_on(v, s->m) &&
+            (best == NULL || s->free_bytes > best->free_bytes))
             best = s;
     }
     if (best == NULL || best->free_bytes < (int64_t)v->bytes) {
@@ -441,6 +453,29 @@ static void choose(drain_t *d, vol_t *v)
 /* ---- the moves ---- */
 
 static void next_moves(drain_t *d);
+
+/* `v`'s target has a volume of its name: the next best target, if any, takes it (the space planned on the first is given
+ * back); else it fails, naming where its name is taken */
+static void choose_again(drain_t *d, vol_t *v)
+{
+    for (size_t i = 0; i != d->num_space; ++i)
+        if (d->space[i].m == v->to && strcmp(d->space[i].pool, v->pool) == 0 && d->space[i].free_bytes >= 0)
+            d->space[i].free_bytes += (int64_t)v->bytes;
+    if (v->taken_on == NULL)
+        v->taken_on = json_array();
+    json_array_append_new(v->taken_on, json_string(v->to->name));
+    v->to = NULL;
+    choose(d, v);
+    if (v->to != NULL) {
+        v->state = V_PENDING;
+        return;
+    }
+    char *names = json_dumps(v->taken_on, JSON_COMPACT);
+    free(v->why);
+    v->state = V_FAILED;
+    v->why = gw_text_dupf("a volume of its name exists on %s, and no other member can take it", names);
+    free(names);
+}
 
 static void on_moved(void *data, int status, const char *err)
 {
@@ -463,10 +498,11 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
     drain_t *d = v->d;
     if (r->verdict != GW_VOL_CHECKED || d->cancelled) {
         v->state = d->cancelled ? V_PENDING : V_FAILED;
-        if (!d->cancelled)
-            v->why = r->verdict == GW_VOL_TAKEN    ? gw_text_dupf("a volume of its name exists on %s", v->to->name)
-                     : r->verdict == GW_VOL_REMOTE ? strdup("on a remote pool: not on one member")
-                                                   : gw_text_dupf("%s", gw_vol_str(r->answer, "error"));
+        if (!d->cancelled && r->verdict == GW_VOL_TAKEN)
+            choose_again(d, v);
+        else if (!d->cancelled)
+            v->why = r->verdict == GW_VOL_REMOTE ? strdup("on a remote pool: not on one member")
+                                                 : gw_text_dupf("%s", gw_vol_str(r->answer, "error"));
         --d->running;
         show_progress(d);
         return next_moves(d);

@@ -319,6 +319,32 @@ def test_targets_follow_free_space(gateway, env, vols, small_pool):
         assert [n for n in NODES if name in pool_volumes(n, P, "pool-dr")] == [e["to"]]
 
 
+def test_a_member_with_a_volume_of_that_name_is_passed_over(gateway, env, vols):
+    """v-dr1 also exists on node2, v-dr2 on node2 and node3 (same pool and project): v-dr1 goes to node3 whichever the
+    plan picked first; v-dr2 has nowhere to go: it fails, naming both, and stays. The other copies are left alone."""
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    theirs = {}
+    for name, nodes in (("v-dr1", ["node2"]), ("v-dr2", ["node2", "node3"])):
+        for n in nodes:
+            member_lxc("node1", "storage", "volume", "create", "pool1", name, "--target", n, "--project", P)
+            theirs[name, n] = fill(n, name, P, size=64 * 1024)
+    code, body = drain(gateway.url, cert, key)
+    assert code == 202, body
+    done = wait_op(gateway.url, cert, key, body["metadata"]["id"])
+    rep = report(done)
+    assert done["status"] == "Failure" and done["err"] == "1 of 3 volumes could not be moved: see the report", done
+    assert (rep["v-dr1"]["outcome"], rep["v-dr1"].get("to")) == ("moved", "node3"), rep
+    assert sorted(where("v-dr1")) == ["node2", "node3"]
+    assert tree_digest(volume_dir("node3", "v-dr1", P)) == vols["v-dr1"]
+    assert rep["v-dr2"]["outcome"] == "failed" and "to" not in rep["v-dr2"], rep
+    reason = rep["v-dr2"]["reason"]
+    assert reason.startswith("a volume of its name exists on [") and "node2" in reason and "node3" in reason, reason
+    assert sorted(where("v-dr2")) == list(NODES)
+    assert tree_digest(volume_dir("node1", "v-dr2", P)) == vols["v-dr2"]
+    for (name, n), digest in theirs.items():
+        assert tree_digest(volume_dir(n, name, P)) == digest, (name, n)
+
+
 # ---- one flow per volume, one drain per member ----
 
 def test_a_second_drain_of_the_member_is_refused_while_one_runs(gateway, env, vols):
