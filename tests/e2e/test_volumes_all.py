@@ -151,6 +151,18 @@ def test_errors(volumes, vtype, query, status, error):
         assert (dcode, direct["error"]) == (code, body["error"])
 
 
+@pytest.mark.parametrize("who", ["no certificate", "unknown certificate"])
+def test_a_caller_the_cluster_does_not_trust_is_refused_as_for_any_list(volumes, tmp_path, who):
+    """natively every list answers such a caller 403 "not authorized" (LXD 5.0.2 has no /1.0/storage-volumes: it would
+    say 404); the gateway answers that itself, as LXD answers the same caller the pools' list"""
+    crt, key = (None, None) if who == "no certificate" else make_cert(tmp_path, "va-stranger")
+    dcode, direct = curl(f"{DIRECT}/1.0/storage-pools", crt, key)
+    assert (dcode, direct["error"]) == (403, "not authorized"), direct
+    for vtype, query in (("", ""), ("custom", "recursion=1&all-projects=true"), ("nosuch", "project=%ff")):
+        code, body = via(crt, key, vtype, query)
+        assert code == 403 and body == direct, (who, vtype, query, body)
+
+
 def test_restricted_client(gateway, volumes, tmp_path):
     """a client restricted to vap2 sees through the gateway what LXD shows it on each pool: vap2's volumes only"""
     crt, key = make_cert(tmp_path, "va-restricted")
