@@ -54,6 +54,7 @@ static struct {
     h2o_linklist_t ops;      /* gw_op_t.link */
     h2o_linklist_t mirrored; /* mirror_t.link */
     h2o_timeout_t keep;
+    h2o_timeout_t now; /* 0 ms: an expired wait ends from here, not from its own timeout (see on_wait_expire) */
     gw_op_event_cb on_event[GW_OPS_MAX_LISTENERS];
     size_t num_on_event;
 } O;
@@ -65,6 +66,7 @@ void gw_ops_init(h2o_context_t *ctx, const char *tag)
     h2o_linklist_init_anchor(&O.ops);
     h2o_linklist_init_anchor(&O.mirrored);
     h2o_timeout_init(ctx->loop, &O.keep, GW_OP_KEEP_MS);
+    h2o_timeout_init(ctx->loop, &O.now, 0);
 }
 
 void gw_ops_on_event(gw_op_event_cb cb)
@@ -397,10 +399,20 @@ static void on_wait_gone(gw_hold_t *hold)
     wait_unlink(H2O_STRUCT_FROM_MEMBER(wait_t, hold, hold)); /* the client left while waiting */
 }
 
-static void on_wait_expire(h2o_timeout_entry_t *entry)
+static void on_wait_end(h2o_timeout_entry_t *entry)
 {
     wait_t *w = H2O_STRUCT_FROM_MEMBER(wait_t, expire, entry);
     wait_done(w); /* LXD answers the operation as it is when the timeout passes */
+}
+
+/* Runs inside h2o's walk over the wait's own timeout (h2o_evloop_run, then h2o_timeout_run): ending the wait here would
+ * dispose that timeout under the walk (it goes on from the node's next, NULL once unlinked) and the answer may free the
+ * request's pool holding it (run_pending right after this callback): a segfault in h2o_timeout_run. The wait ends from
+ * O.now, at the loop's next turn. */
+static void on_wait_expire(h2o_timeout_entry_t *entry)
+{
+    entry->cb = on_wait_end;
+    h2o_timeout_link(O.ctx->loop, &O.now, entry);
 }
 
 static void start_wait(h2o_req_t *req, gw_op_t *op, long secs)

@@ -22,6 +22,7 @@ int main(int argc, char **argv)
     test_api10();
     test_volumes_all();
     test_replica();
+    test_operations();
     printf("%d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed != 0;
 }

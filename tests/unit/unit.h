@@ -31,5 +31,6 @@ void test_log(void);
 void test_volumes_all(void);
 void test_api10(void);
 void test_replica(void);
+void test_operations(void);
 
 #endif
