@@ -337,6 +337,8 @@ int gw_ops_mirror(const char *project, json_t *op)
     m->json = json_incref(op);
     if (ended(op) && !h2o_timeout_is_linked(&m->drop))
         h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
+    else if (!ended(op) && h2o_timeout_is_linked(&m->drop)) /* running again (failed here while its replica was down) */
+        h2o_timeout_unlink(&m->drop);
     return 1;
 }
 
@@ -356,7 +358,8 @@ void gw_ops_mirror_fail(const char *tag, const char *err, void (*cb)(const char 
         json_object_set_new(op, "updated_at", timestamp(&now));
         json_decref(m->json);
         m->json = op;
-        h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
+        if (!h2o_timeout_is_linked(&m->drop)) /* (an entry linked again while linked breaks O.keep's list) */
+            h2o_timeout_link(O.ctx->loop, &O.keep, &m->drop);
         const char *location = json_string_value(json_object_get(op, "location"));
         json_t *event = json_pack("{s:s, s:o, s:O, s:s, s:s}", "type", "operation", "timestamp", timestamp(&now), "metadata", op,
                                   "location", location != NULL ? location : "", "project", m->project);

@@ -28,6 +28,55 @@ static void drop_op(gw_op_t *op)
     on_drop(&op->drop);
 }
 
+/* O.keep's entries form a proper ring: every step forward comes back by prev, and the anchor is reached */
+static int keep_ring_ok(void)
+{
+    h2o_linklist_t *anchor = &O.keep._entries, *n = anchor;
+    for (size_t steps = 0; steps != 1000; ++steps) {
+        if (n->next == NULL || n->next->prev != n)
+            return 0;
+        n = n->next;
+        if (n == anchor)
+            return 1;
+    }
+    return 0;
+}
+
+static json_t *peer_op(const char *id, int status_code, const char *updated_at)
+{
+    return json_pack("{s:s, s:i, s:s, s:s}", "id", id, "status_code", status_code, "updated_at", updated_at, "location", "node1");
+}
+
+static void ignore_event(const char *project, json_t *event)
+{
+    (void)project, (void)event;
+}
+
+/* a peer's running operation, failed here when the peer went down, shown running by its feed when it came back, and
+ * failed again when it went down once more (within GW_OP_KEEP_MS): its drop entry was linked a second time while
+ * linked, which breaks O.keep's list (a later h2o_timeout_run reads a freed entry) */
+static void mirror_flaps(void)
+{
+    const char *id = "feed0001-0000-4000-8000-000000000001";
+    json_t *op = peer_op(id, GW_OP_RUNNING, "2026-01-01T00:00:00.000000001Z");
+    CHECK(gw_ops_mirror("default", op) == 1);
+    json_decref(op);
+    gw_ops_mirror_fail("feed0001", "down", ignore_event);
+    CHECK(!gw_ops_is_running(id) && keep_ring_ok());
+    op = peer_op(id, GW_OP_RUNNING, "2026-01-01T00:00:01.000000001Z"); /* back: its feed's opening snapshot */
+    CHECK(gw_ops_mirror("default", op) == 1);
+    json_decref(op);
+    CHECK(gw_ops_is_running(id) && keep_ring_ok());
+    gw_ops_mirror_fail("feed0001", "down again", ignore_event);
+    CHECK(!gw_ops_is_running(id) && keep_ring_ok());
+    mirror_t *m = H2O_STRUCT_FROM_MEMBER(mirror_t, link, O.mirrored.next);
+    if (keep_ring_ok()) {
+        h2o_timeout_unlink(&m->drop);
+        on_mirror_drop(&m->drop);
+    }
+    CHECK(h2o_linklist_is_empty(&O.mirrored) && h2o_linklist_is_empty(&O.keep._entries));
+}
+
 void test_operations(void)
 {
     static h2o_context_t ctx;
@@ -71,4 +120,6 @@ void test_operations(void)
     drop_op(op);
     drop_op(other);
     CHECK(h2o_linklist_is_empty(&O.ops));
+
+    mirror_flaps();
 }
