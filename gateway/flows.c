@@ -98,6 +98,7 @@ static struct {
     json_t *unfinished; /* the journal's unfinished records, published at the first reading */
     gw_flow_t *flows;
     adopt_t *adopts;
+    size_t unlocking; /* gw_flows_unlock's calls in flight */
     struct {
         const char *kind;
         gw_flow_adopt_cb cb;
@@ -978,6 +979,7 @@ void gw_flows_lock(const char *key, const char *flow_id, gw_flow_locked_cb cb, v
 static void on_ignored(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
 {
     (void)data, (void)err, (void)status, (void)json, (void)c; /* (a lock left behind is stale once its flow ended) */
+    --S.unlocking;
 }
 
 static void on_unlock_read(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
@@ -987,9 +989,11 @@ static void on_unlock_read(void *data, const char *err, long status, json_t *jso
     const char *holder = text_field(json_object_get(json_object_get(json, "metadata"), "config"), KEY("flow"));
     if (err == NULL && status == 200 && holder != NULL && strcmp(holder, l->id) == 0) {
         char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
-        call("DELETE", path, NULL, on_ignored, NULL);
+        if (call("DELETE", path, NULL, on_ignored, NULL) != NULL)
+            ++S.unlocking;
         free(path);
     }
+    --S.unlocking;
     free(l->key), free(l->id), free(l->name);
     free(l);
 }
@@ -1001,5 +1005,15 @@ void gw_flows_unlock(const char *key, const char *flow_id)
     char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
     if (call("GET", path, NULL, on_unlock_read, l) == NULL)
         free(l->key), free(l->id), free(l->name), free(l);
+    else
+        ++S.unlocking;
     free(path);
+}
+
+size_t gw_flows_ending(void)
+{
+    size_t n = S.unlocking;
+    for (gw_flow_t *f = S.flows; f != NULL; f = f->next)
+        n += f->ending;
+    return n;
 }

@@ -74,6 +74,10 @@ void gw_flow_write(gw_flow_t *flow, const char *step, json_t *fields, gw_flow_wr
 int gw_flow_may_act(const gw_flow_t *flow);
 /* the flow ended: its record is deleted from the cluster (tried again until it is); `flow` is gone */
 void gw_flow_end(gw_flow_t *flow);
+/* how many ended flows' records (and their locks) are still being deleted from the cluster: a stopping gateway waits
+ * for them (else a restart, or another replica, would find the flow and recover it a lease later, and its volume's
+ * lock held until then) */
+size_t gw_flows_ending(void);
 /* the flow is left as it is in the cluster, not renewed (adopted again once its lease has passed); `flow` is gone */
 void gw_flow_release(gw_flow_t *flow);
 /* the flow was lost to another replica: forgotten here, nothing written; `flow` is gone */

@@ -196,14 +196,17 @@ static int run(const char *config_path)
         }
     }
 
-    /* drain: no new connections; running operations (moves) may end within timeouts.drain; a second signal stops at
-     * once. Whatever is cut short is finished or rolled back from the journal at the next start. */
+    /* drain: no new connections; running operations (moves) may end within timeouts.drain (a drain of a member starts no
+     * new move: gw_ops_stop); a second signal stops at once. Whatever is cut short is finished or rolled back from the journal at
+     * the next start. */
     gw_server_stop_listening(&srv);
+    gw_ops_stop();
     uint64_t drain_by = h2o_now(loop) + conf->drain_timeout_ms;
     size_t n = gw_ops_running();
     gw_log(GW_LOG_INFO, "stopping", "running_operations", gw_log_num((long long)n), NULL);
     /* (a connection answered early is given its lingering close too: exiting would reset it under the answer) */
-    while ((n != 0 || gw_linger_count() != 0) && stop_requested < 2 && h2o_now(loop) < drain_by) {
+    /* (and an ended flow's record is deleted from the cluster: else it would be recovered a lease later, its lock held) */
+    while ((n != 0 || gw_linger_count() != 0 || gw_flows_ending() != 0) && stop_requested < 2 && h2o_now(loop) < drain_by) {
         run_once(loop, 100);
         n = gw_ops_running();
     }

@@ -57,6 +57,7 @@ static struct {
     h2o_timeout_t now; /* 0 ms: an expired wait ends from here, not from its own timeout (see on_wait_expire) */
     gw_op_event_cb on_event[GW_OPS_MAX_LISTENERS];
     size_t num_on_event;
+    int stopping; /* gw_ops_stop was called */
 } O;
 
 void gw_ops_init(h2o_context_t *ctx, const char *tag)
@@ -280,6 +281,16 @@ size_t gw_ops_running(void)
     for (h2o_linklist_t *l = O.ops.next; l != &O.ops; l = l->next)
         n += H2O_STRUCT_FROM_MEMBER(gw_op_t, link, l)->status < GW_OP_SUCCESS;
     return n;
+}
+
+void gw_ops_stop(void)
+{
+    O.stopping = 1;
+}
+
+int gw_ops_stopping(void)
+{
+    return O.stopping;
 }
 
 static gw_op_t *find(const char *id, size_t len)

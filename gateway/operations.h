@@ -67,6 +67,11 @@ void gw_ops_on_event(gw_op_event_cb cb);
 const char *gw_ops_tag(void);
 /* how many have not ended yet */
 size_t gw_ops_running(void);
+/* the gateway is stopping (SIGTERM): an operation made of many flows (a drain) starts no new one and ends once its
+ * running ones have, rather than being cut short at exit */
+void gw_ops_stop(void);
+/* 1 once gw_ops_stop was called */
+int gw_ops_stopping(void);
 /* calls `cb` for every operation in the registry, running or kept */
 void gw_ops_foreach(void (*cb)(const gw_op_t *op, void *data), void *data);
 /* 1 if the registry holds no operation at all: none of this replica's, none mirrored, running or kept */

@@ -186,11 +186,15 @@ static void finish(drain_t *d)
     show_progress(d);
     gw_op_set(d->op, "report", report);
     size_t failed = count(d, V_FAILED), left = count(d, V_PENDING);
-    gw_op_status_t status = d->cancelled ? GW_OP_CANCELLED : d->error != NULL || failed != 0 ? GW_OP_FAILURE : GW_OP_SUCCESS;
+    gw_op_status_t status = d->cancelled                                   ? GW_OP_CANCELLED
+                            : d->error != NULL || failed != 0 || left != 0 ? GW_OP_FAILURE
+                                                                           : GW_OP_SUCCESS;
     char *err = d->error != NULL ? strdup(d->error)
                 : d->cancelled   ? gw_text_dupf("Operation cancelled; %zu volumes were not moved", left + failed)
-                : failed != 0    ? gw_text_dupf("%zu of %zu volumes could not be moved: see the report", failed, d->num_vols)
-                                 : NULL;
+                : left != 0
+                    ? gw_text_dupf("The gateway was stopped; %zu volumes were not moved: run the drain again", left + failed)
+                : failed != 0 ? gw_text_dupf("%zu of %zu volumes could not be moved: see the report", failed, d->num_vols)
+                              : NULL;
     json_t *r = json_pack("{s:s, s:s}", "kind", "drain", "outcome", status == GW_OP_SUCCESS ? "drained" : "incomplete");
     gw_journal_end(d->drain_id, r);
     json_decref(r);
@@ -496,11 +500,12 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
 {
     vol_t *v = data;
     drain_t *d = v->d;
-    if (r->verdict != GW_VOL_CHECKED || d->cancelled) {
-        v->state = d->cancelled ? V_PENDING : V_FAILED;
-        if (!d->cancelled && r->verdict == GW_VOL_TAKEN)
+    int halted = d->cancelled || gw_ops_stopping(); /* (nothing more starts) */
+    if (r->verdict != GW_VOL_CHECKED || halted) {
+        v->state = halted ? V_PENDING : V_FAILED;
+        if (!halted && r->verdict == GW_VOL_TAKEN)
             choose_again(d, v);
-        else if (!d->cancelled)
+        else if (!halted)
             v->why = r->verdict == GW_VOL_REMOTE ? strdup("on a remote pool: not on one member")
                                                  : gw_text_dupf("%s", gw_vol_str(r->answer, "error"));
         --d->running;
@@ -535,10 +540,12 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
     next_moves(d);
 }
 
-/* starts moves until `parallel` run; the drain ends when none runs and none is left */
+/* starts moves until `parallel` run; the drain ends when none runs and none is left, or none may start (cancelled, or
+ * the gateway is stopping: the drain ends with what it moved rather than being cut short at exit) */
 static void next_moves(drain_t *d)
 {
-    for (size_t i = 0; i != d->num_vols && d->running < d->parallel && !d->cancelled; ++i) {
+    int halted = d->cancelled || gw_ops_stopping();
+    for (size_t i = 0; i != d->num_vols && d->running < d->parallel && !halted; ++i) {
         vol_t *v = &d->vols[i];
         if (v->state != V_PENDING)
             continue;
@@ -556,7 +563,7 @@ static void next_moves(drain_t *d)
                                     .not_moving = 1};
         gw_vol_check(&spec, on_checked, v);
     }
-    if (d->running == 0 && (d->cancelled || count(d, V_PENDING) == 0))
+    if (d->running == 0 && (halted || count(d, V_PENDING) == 0))
         finish(d);
 }
 

@@ -7,6 +7,7 @@ Crash tests use LXDGW_TEST_PAUSE_AT=<step> (the gateway freezes right after jour
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import member_lxc
 from helpers import CLUSTER_DIR, MiB, curl, late_heartbeats, sh, tree_digest, volume_dir
+from test_adoption import assert_no_flow_left
 from test_copy import fill, snapshot_dir, volumes
 from test_move import NODES
 from test_move_safety import after_crash_test, crash_gateway, log_mark, start_ready
@@ -258,6 +260,39 @@ def test_crash_mid_drain_loses_nothing_and_the_drain_can_be_run_again(crashable,
     assert done["status"] == "Success", done
     rep = report(done)  # (a volume the first run had moved is not in the second's report)
     assert_drained(vols, {n: rep.get(n, {"outcome": "moved", "to": where(n)[0]}) for n in ("v-dr1", "v-dr2", "v-dr-used")})
+
+
+def test_sigterm_ends_the_drain_with_what_it_moved(crashable, env, vols):
+    """SIGTERM while the drain's first move runs: no other starts, that one ends (moved, or rolled back: the listener
+    its target would pull through is closed), and the drain ends with its report ("run the drain again") rather than
+    being cut short at exit; the gateway exits 0; the next start finds no interrupted drain, and a new drain moves the
+    rest."""
+    gw, cert, key = crashable, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    for name in ("v-dr1", "v-dr2"):  # (so that the first move still runs at the signal)
+        vols[name] = fill("node1", name, P, size=192 * MiB)
+    start_ready(gw, env)
+    mark = log_mark(gw)
+    code, body = drain(gw.url, cert, key, body={"parallel": 1})
+    assert code == 202, body
+    gw.wait_log("drain: moving", mark)
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(90) == 0, gw.logtext()[mark:][-3000:]
+    assert_no_flow_left(timeout=0)  # the flows' records and locks were deleted before the exit, not left to recover
+    log = gw.logtext()[mark:]
+    assert log.count("drain: moving") == 1 and "msg=drained" in log, log[-3000:]
+    moved = [n for n in ("v-dr1", "v-dr2") if where(n) != ["node1"]]
+    assert len(moved) <= 1, {n: where(n) for n in ("v-dr1", "v-dr2")}
+    assert f"The gateway was stopped; {2 - len(moved)} volumes were not moved: run the drain again" in log, log[-3000:]
+    for name in ("v-dr1", "v-dr2", "v-dr-used"):
+        assert len(where(name)) == 1 and tree_digest(volume_dir(where(name)[0], name, P)) == vols[name], name
+    mark = log_mark(gw)
+    start_ready(gw, env)
+    code, body = drain(gw.url, cert, key)
+    assert code == 202, body
+    done = wait_op(gw.url, cert, key, body["metadata"]["id"])
+    assert done["status"] == "Success" and done["metadata"]["volumes_moved"] == str(2 - len(moved)), done
+    assert "interrupted" not in gw.logtext()[mark:]
+    assert all(where(n) != ["node1"] for n in ("v-dr1", "v-dr2"))
 
 
 # ---- targets by free space ----
