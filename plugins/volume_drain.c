@@ -73,6 +73,7 @@ typedef struct st_vol_t {
     char *why;            /* V_SKIPPED, V_FAILED: why */
     json_t *taken_on;     /* the members found to have a volume of its name (not chosen again), or NULL */
     gw_move_t *move;      /* V_MOVING: its flow */
+    char *move_id;        /* V_MOVING: its flow's operation id */
     struct st_drain_t *d; /* (for the callbacks) */
 } vol_t;
 
@@ -137,7 +138,7 @@ static void drain_free(drain_t *d)
         }
     for (size_t i = 0; i != d->num_vols; ++i) {
         vol_t *v = &d->vols[i];
-        free(v->pool), free(v->project), free(v->name), free(v->why);
+        free(v->pool), free(v->project), free(v->name), free(v->why), free(v->move_id);
         json_decref(v->taken_on);
     }
     free(d->vols), free(d->space), free(d->project), free(d->drain_id), free(d->error);
@@ -168,6 +169,16 @@ static void show_progress(drain_t *d)
     gw_op_set(d->op, "volumes_moved", json_sprintf("%zu", count(d, V_MOVED)));
     gw_op_set(d->op, "volumes_failed", json_sprintf("%zu", count(d, V_FAILED)));
     gw_op_set(d->op, "volumes_skipped", json_sprintf("%zu", count(d, V_SKIPPED)));
+    json_t *moving = json_array(); /* each with its own operation, whose progress is the transfer's */
+    for (size_t i = 0; i != d->num_vols; ++i)
+        if (d->vols[i].state == V_MOVING && d->vols[i].move_id != NULL) {
+            char *op = gw_text_dupf("/1.0/operations/%s", d->vols[i].move_id);
+            json_array_append_new(moving,
+                                  json_pack("{s:s, s:s, s:s, s:s, s:s}", "pool", d->vols[i].pool, "project", d->vols[i].project,
+                                            "volume", d->vols[i].name, "to", d->vols[i].to->name, "operation", op));
+            free(op);
+        }
+    gw_op_set(d->op, "moving", moving);
 }
 
 static void finish(drain_t *d)
@@ -486,6 +497,8 @@ static void on_moved(void *data, int status, const char *err)
     vol_t *v = data;
     drain_t *d = v->d;
     v->move = NULL;
+    free(v->move_id);
+    v->move_id = NULL;
     v->state = status == GW_OP_SUCCESS ? V_MOVED : V_FAILED;
     if (status != GW_OP_SUCCESS)
         v->why = strdup(err != NULL ? err : "failed");
@@ -532,6 +545,8 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
     json_decref(volume);
     if (v->state == V_MOVING) {
         v->move = move;
+        v->move_id = strdup(move_id);
+        show_progress(d);
         gw_log(GW_LOG_INFO, "drain: moving", "drain", d->drain_id, "move", move_id, "volume", v->name, "pool", v->pool, "to",
                v->to->name, NULL);
         return;

@@ -107,6 +107,42 @@ def test_drain_moves_what_is_free_and_reports_the_rest(gateway, env, vols):
     assert done["status"] == "Success" and done["metadata"]["volumes_moved"] == "0", done
 
 
+def test_progress_names_each_running_move_and_never_more_than_parallel(gateway, env, vols):
+    """While the drain runs, its metadata names each running move's own operation (a real one: its progress is the
+    transfer's), its counters grow, and never more than `parallel` moves run at once (here 2 of 3)."""
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    member_lxc("node1", "storage", "volume", "create", "pool1", "v-dr3", "--target", "node1", "--project", P)
+    for name in ("v-dr1", "v-dr2", "v-dr3"):
+        vols[name] = fill("node1", name, P, size=128 * MiB)
+    code, body = drain(gateway.url, cert, key, body={"parallel": 2})
+    assert code == 202, body
+    op_id, seen, move_ops = body["metadata"]["id"], [], {}
+    deadline = time.time() + 180
+    while True:
+        assert time.time() < deadline, f"the drain still runs after 180 s: {seen[-3:]}"
+        code, op = curl(f"{gateway.url}/1.0/operations/{op_id}", cert, key)
+        assert code == 200, op
+        if op["metadata"]["status"] != "Running":
+            break
+        meta = op["metadata"]["metadata"] or {}
+        moving = meta.get("moving", [])
+        seen.append((meta.get("volumes_moved"), sorted(m["volume"] for m in moving)))
+        for m in moving:
+            if m["operation"] not in move_ops:
+                mcode, mop = curl(f"{gateway.url}{m['operation']}", cert, key)
+                move_ops[m["operation"]] = (mcode, mop["metadata"]["description"] if mcode == 200 else mop)
+        time.sleep(0.1)
+    assert max(len(v) for _, v in seen) == 2, seen  # two at once, never three
+    assert any(moved in ("1", "2") for moved, _ in seen), seen  # counted while it runs
+    assert len(move_ops) == 3 and all(m == (200, "Moving storage volume") for m in move_ops.values()), move_ops
+    done = wait_op(gateway.url, cert, key, op_id)
+    assert done["status"] == "Success" and done["metadata"]["volumes_moved"] == "3", done
+    assert done["metadata"]["moving"] == [], done
+    for name in ("v-dr1", "v-dr2", "v-dr3"):
+        assert len(where(name)) == 1 and where(name) != ["node1"], name
+        assert tree_digest(volume_dir(where(name)[0], name, P)) == vols[name], name
+
+
 def test_dry_run_plans_and_changes_nothing(gateway, env, lxc, vols):
     """Asked with `lxc query` (5.0.2), as the README shows: it waits for the operation and prints it."""
     out = lxc.run("query", "-X", "POST", "--wait", "-d", json.dumps({"dry_run": True}),
@@ -249,6 +285,9 @@ def test_crash_mid_drain_loses_nothing_and_the_drain_can_be_run_again(crashable,
     if step != "drain-planned":
         gw.wait_log("found an interrupted move", mark)
         gw.wait_log('msg="volume move ended"', mark, timeout=120)
+    gw.wait_trusted(cert, key)
+    first = wait_op(gw.url, cert, key, body["metadata"]["id"])  # the interrupted drain's own operation says what to do
+    assert first["status"] == "Failure" and "run the drain again" in first["err"], first
     for name in ("v-dr1", "v-dr2", "v-dr-used"):
         assert len(where(name)) == 1, (name, [volumes(n, P) for n in NODES])
         assert tree_digest(volume_dir(where(name)[0], name, P)) == vols[name]
