@@ -1,6 +1,7 @@
 /*
  * volume_filter.c: see volume_filter.h.
  */
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -121,6 +122,221 @@ static const char *parse(gw_vfilter_t *f)
     return NULL;
 }
 
+/* ---- a clause value on `pool`: a pattern, as LXD 6.1 reads a string field's value (shared/filter/match.go) ----
+ * Native compiles "(?i)" + the value with Go's regexp (RE2), anchored by "^" and "$" around it when the value holds
+ * neither, and matches the pool's name with it; a value that does not compile is compared without case instead. The
+ * gateway runs the value with POSIX extended regular expressions (regcomp: REG_EXTENDED | REG_ICASE, C locale), where
+ * they read it as RE2 does: pattern_problem() accepts only that common syntax and refuses the rest (400), rather than
+ * guess. A value with no pattern syntax at all is a name, compared without case. */
+
+#define PATTERN_MAX 256 /* a longer pool pattern is refused: pool names are short, and it is hostile input */
+#define REPEAT_MAX 1000 /* RE2's largest count; the product of a pattern's counts is held below it (regcomp expands them) */
+#define SYNTAX "\\.+*?()|[]{}^$"
+
+/* 1 if `v` holds no pattern syntax (a name) */
+static int is_name(const char *v)
+{
+    return strpbrk(v, SYNTAX) == NULL;
+}
+
+/* the length of a [:class:] at `p` ("[:"), 0 if it is not one RE2 and ERE both know and agree on without case */
+static size_t class_at(const char *p)
+{
+    /* (upper and lower are left out: RE2 folds them to every letter under (?i), glibc's REG_ICASE may not) */
+    static const char *const names[] = {"alnum", "alpha", "blank", "cntrl",  "digit", "graph",
+                                        "print", "punct", "space", "xdigit", NULL};
+    for (size_t i = 0; names[i] != NULL; ++i) {
+        size_t n = strlen(names[i]);
+        if (strncmp(p + 2, names[i], n) == 0 && p[2 + n] == ':' && p[3 + n] == ']')
+            return n + 4;
+    }
+    return 0;
+}
+
+/* the class of a range's end: 1 digit, 2 lower-case letter, 3 upper-case letter, 0 anything else */
+static int range_kind(char c)
+{
+    return c >= '0' && c <= '9' ? 1 : c >= 'a' && c <= 'z' ? 2 : c >= 'A' && c <= 'Z' ? 3 : 0;
+}
+
+/* a bracket expression at `*pp` ('['): NULL, with *pp past its ']', or why it is refused */
+static const char *bracket(const char **pp)
+{
+    const char *p = *pp + 1;
+    if (*p == '^')
+        ++p;
+    const char *first = p; /* (a ']' or '-' there is itself, in both) */
+    while (*p != ']' || p == first) {
+        if (*p == '\0')
+            return "an unterminated [";
+        if (*p == '\\')
+            return "\\ in [...] (RE2 reads an escape, POSIX a backslash)";
+        if (*p == '[' && (p[1] == '.' || p[1] == '='))
+            return "[. or [= in [...]";
+        if (*p == '[' && p[1] == ':') {
+            size_t n = class_at(p);
+            if (n == 0)
+                return "a character class other than alnum, alpha, blank, cntrl, digit, graph, print, punct, space, xdigit";
+            p += n;
+            continue;
+        }
+        if (p[1] == '-' && p[2] != ']' && p[2] != '\0') { /* a range */
+            if (range_kind(p[0]) == 0 || range_kind(p[0]) != range_kind(p[2]) || p[0] > p[2])
+                return "a range other than of digits, of lower-case or of upper-case letters, in order";
+            p += 3;
+            continue;
+        }
+        if (*p == '-' && p != first && p[1] != ']')
+            return "a - in [...] other than first, last or in a range";
+        ++p;
+    }
+    *pp = p + 1;
+    return NULL;
+}
+
+/* a count {n}, {n,} or {n,m} at `*pp` ('{'): NULL, with *pp past it and *bound its largest bound (at least 1), or why
+ * it is refused */
+static const char *count(const char **pp, unsigned long *bound)
+{
+    char *end;
+    const char *p = *pp + 1;
+    if (*p < '0' || *p > '9')
+        return "a { that is not a count";
+    unsigned long n = strtoul(p, &end, 10), m = n;
+    p = end;
+    if (*p == ',') {
+        ++p;
+        if (*p >= '0' && *p <= '9') {
+            m = strtoul(p, &end, 10);
+            p = end;
+        }
+    }
+    if (*p != '}' || n > REPEAT_MAX || m > REPEAT_MAX || m < n)
+        return "a { that is not a count up to 1000";
+    *bound = m != 0 ? m : 1;
+    *pp = p + 1;
+    return NULL;
+}
+
+/* NULL if the pool pattern `v` means the same to RE2 and to POSIX ERE (or is a name), else why not */
+static const char *pattern_problem(const char *v)
+{
+    if (is_name(v))
+        return NULL;
+    if (strlen(v) > PATTERN_MAX)
+        return "longer than 256 bytes";
+    unsigned long product = 1;
+    int atom = 0;  /* what came last can be repeated (a character, '.', [...], (...)) */
+    int empty = 1; /* at the start of an alternative: nothing since the start, '(' or '|' */
+    size_t depth = 0;
+    for (const char *p = v; *p != '\0';) {
+        unsigned char c = (unsigned char)*p;
+        const char *why = NULL;
+        unsigned long n;
+        if (c >= 0x80)
+            return "a character beyond ASCII in a pattern";
+        switch (c) {
+        case '\\':
+            if (p[1] == '\0' || (unsigned char)p[1] >= 0x80 || !strchr("!\"#$%&()*+,-./:;=?@[\\]^_{|}~", p[1]))
+                return "\\ before anything but punctuation other than < > ' ` (GNU's anchors)";
+            p += 2, atom = 1, empty = 0;
+            continue;
+        case '[':
+            if ((why = bracket(&p)) != NULL)
+                return why;
+            atom = 1, empty = 0;
+            continue;
+        case '(':
+            if (p[1] == '?')
+                return "(? groups and flags";
+            ++depth, atom = 0, empty = 1;
+            break;
+        case ')':
+            if (depth == 0)
+                return "an unbalanced )";
+            if (empty)
+                return "an empty alternative or group";
+            --depth, atom = 1, empty = 0;
+            break;
+        case '|':
+            if (empty)
+                return "an empty alternative or group";
+            atom = 0, empty = 1;
+            break;
+        case '*':
+        case '+':
+        case '?':
+            if (!atom)
+                return "a repetition of nothing or of a repetition";
+            atom = 0;
+            break;
+        case '{':
+            if (!atom)
+                return "a repetition of nothing or of a repetition";
+            if ((why = count(&p, &n)) != NULL)
+                return why;
+            if ((product *= n) > REPEAT_MAX)
+                return "counts whose product is over 1000";
+            atom = 0;
+            continue;
+        case '}':
+            return "a } without its {";
+        case '^':
+        case '$':
+            atom = 0, empty = 0;
+            break;
+        default:
+            atom = 1, empty = 0;
+        }
+        ++p;
+    }
+    if (depth != 0)
+        return "an unbalanced (";
+    if (empty)
+        return "an empty alternative or group";
+    return NULL;
+}
+
+/* `pattern` (accepted by pattern_problem, ASCII) compiled as native would read it: 0 if it cannot be */
+static int compile(const char *pattern, regex_t *rx)
+{
+    /* anchored at both ends unless the value holds a '^' or a '$' anywhere, as native decides it; each '.' outside
+     * [...] written [^<newline>]: RE2's '.' takes no newline (a name may hold one), POSIX's does */
+    size_t len = strlen(pattern);
+    char *re = malloc(2 + 4 * len + 1), *o = re;
+    if (re == NULL)
+        abort();
+    int anchor = strpbrk(pattern, "^$") == NULL;
+    if (anchor)
+        *o++ = '^';
+    for (const char *p = pattern; *p != '\0';) {
+        const char *from = p;
+        if (*p == '\\')
+            p += 2;
+        else if (*p != '[' || bracket(&p) != NULL) /* (accepted: it ends) */
+            ++p;
+        if (*from == '.')
+            o = stpcpy(o, "[^\n]");
+        else
+            o = (char *)memcpy(o, from, p - from) + (p - from);
+    }
+    if (anchor)
+        *o++ = '$';
+    *o = '\0';
+    int ok = regcomp(rx, re, REG_EXTENDED | REG_NOSUB | REG_ICASE) == 0;
+    free(re);
+    return ok;
+}
+
+static int compiles(const char *pattern)
+{
+    regex_t rx;
+    if (!compile(pattern, &rx))
+        return 0;
+    regfree(&rx);
+    return 1;
+}
+
 gw_vfilter_t *gw_vfilter_parse(const char *s, int *status, char **msg)
 {
     gw_vfilter_t *f = calloc(1, sizeof(*f));
@@ -134,11 +350,17 @@ gw_vfilter_t *gw_vfilter_parse(const char *s, int *status, char **msg)
     }
     for (size_t i = 0; i != f->num_clauses; ++i) {
         const clause_t *c = &f->clauses[i];
-        if (c->is_pool && strpbrk(c->value, "\\+*?()|[]{}^$") != NULL) {
+        const char *why = c->is_pool ? pattern_problem(c->value) : NULL;
+        if (c->is_pool && why == NULL && !is_name(c->value) && !compiles(c->value))
+            why = "it does not compile";
+        if (why != NULL) {
+            size_t shown = strlen(c->value);
+            if (shown > PATTERN_MAX) /* (cut at a character's start: the message stays text) */
+                for (shown = PATTERN_MAX; ((unsigned char)c->value[shown] & 0xc0) == 0x80; --shown)
+                    ;
             *status = 400;
-            *msg = gw_text_format("Invalid filter: the pool is compared by name (\".\" for any one character), "
-                                  "other pattern syntax is not supported by this gateway: \"%s\"",
-                                  c->value);
+            *msg = gw_text_format("Invalid filter: the pool pattern \"%.*s%s\" is not supported by this gateway: %s", (int)shown,
+                                  c->value, shown < strlen(c->value) ? "..." : "", why);
             gw_vfilter_free(f);
             return NULL;
         }
@@ -160,20 +382,14 @@ static size_t char_len(const unsigned char *p)
     return *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;
 }
 
-int gw_vfilter_pool_matches(const char *pattern, const char *name)
+/* a name (no pattern syntax) beyond ASCII: compared character by character, ASCII letters without case (other
+ * characters exactly: a narrower folding than Go's) */
+static int same_name(const char *pattern, const char *name)
 {
     const unsigned char *p = (const unsigned char *)pattern, *s = (const unsigned char *)name;
     while (*p != '\0' && *s != '\0') {
-        size_t ls = char_len(s);
-        if (*p == '.') {
-            if (strnlen((const char *)s, ls) != ls)
-                return 0;
-            ++p, s += ls;
-            continue;
-        }
-        size_t lp = char_len(p);
+        size_t ls = char_len(s), lp = char_len(p);
         if (lp != ls || memcmp(p, s, lp) != 0) {
-            /* ASCII letters compare without case (other characters exactly: a narrower folding than Go's) */
             int lower_p = *p | 0x20, lower_s = *s | 0x20;
             if (lp != 1 || ls != 1 || lower_p != lower_s || lower_p < 'a' || lower_p > 'z')
                 return 0;
@@ -181,6 +397,48 @@ int gw_vfilter_pool_matches(const char *pattern, const char *name)
         p += lp, s += ls;
     }
     return *p == '\0' && *s == '\0';
+}
+
+/* the pool's name as the C locale's regexec reads it as RE2 reads the UTF-8 name with (?i): each character beyond ASCII
+ * one byte (0x80: '.' and [^...] take it, no class nor letter does), but U+212A KELVIN SIGN and U+017F LATIN SMALL LETTER
+ * LONG S, which Go folds to k and s */
+static char *c_locale_name(const char *name)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    char *out = malloc(strlen(name) + 1), *o = out;
+    if (out == NULL)
+        abort();
+    while (*s != '\0') {
+        size_t n = strnlen((const char *)s, char_len(s));
+        if (n == 3 && s[0] == 0xe2 && s[1] == 0x84 && s[2] == 0xaa)
+            *o++ = 'k';
+        else if (n == 2 && s[0] == 0xc5 && s[1] == 0xbf)
+            *o++ = 's';
+        else
+            *o++ = *s < 0x80 ? (char)*s : (char)0x80;
+        s += n;
+    }
+    *o = '\0';
+    return out;
+}
+
+int gw_vfilter_pool_matches(const char *pattern, const char *name)
+{
+    if (pattern_problem(pattern) != NULL) /* (parse refuses it: never asked) */
+        return 0;
+    int ascii = 1;
+    for (const unsigned char *p = (const unsigned char *)pattern; *p != '\0'; ++p)
+        ascii &= *p < 0x80;
+    if (!ascii) /* (a name: pattern_problem refuses a pattern beyond ASCII) */
+        return same_name(pattern, name);
+    regex_t rx;
+    if (!compile(pattern, &rx)) /* (parse refuses it: never asked) */
+        return 0;
+    char *subject = c_locale_name(name);
+    int match = regexec(&rx, subject, 0, NULL, 0) == 0;
+    regfree(&rx);
+    free(subject);
+    return match;
 }
 
 char *gw_vfilter_for_pool(const gw_vfilter_t *f, const char *pool)

@@ -6,8 +6,11 @@
  * clause on `pool` never matches there. The gateway reads the filter as 5.0.2 reads it and, for each pool, replaces
  * every clause on `pool` by a clause whose outcome the member computes to what the native server computes for that
  * pool ("pool ne _" is always true on 5.0.2, "pool eq _" always false). Every other clause goes to the member as it
- * came. A pool is compared as native compares a string field: without case, the value anchored; of the value's
- * regular expression syntax only "." (any one character) is supported, anything else is refused (400).
+ * came. A pool is compared as LXD 6.1 compares a string field (shared/filter): the value a regular expression, without
+ * case, anchored at both ends unless it holds a '^' or '$'. The gateway runs it with POSIX extended regular
+ * expressions where they read it as Go's RE2 does (characters, '.', [...] with ranges and the common classes, ( | ),
+ * * + ? {n,m}, ^ $, \ before punctuation) and refuses the rest (400), rather than guess; a value without pattern
+ * syntax is a name, compared without case (ASCII letters; other characters exactly).
  */
 #ifndef GW_PLUGIN_VOLUME_FILTER_H
 #define GW_PLUGIN_VOLUME_FILTER_H

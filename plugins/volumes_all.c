@@ -377,7 +377,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         msg = gw_text_format("The %s in the request is not valid UTF-8", bad);
         refuse(a, 400, msg);
     } else if (*type != '\0' && gw_volumes_all_type_rank(type) == 4) {
-        refuse(a, 400, "Invalid storage volume type");
+        refuse(a, 400, "Invalid storage volume type name"); /* (LXD's VolumeTypeNameToDBType, as on a pool's list) */
     } else if (filter != NULL && *filter != '\0' && (a->vf = gw_vfilter_parse(filter, &status, &msg)) == NULL) {
         refuse(a, status, msg);
     } else if (is_true(all) && project != NULL && *project != '\0') {
