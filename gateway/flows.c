@@ -361,6 +361,10 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
         return write_done(f, err != NULL ? err : "the cluster refused the write (404) of a record it has", 0);
     case W_DELETE:
         if (err == NULL && (status == 200 || status == 404)) {
+            if (json_object_get(S.seen, f->id) != NULL) { /* gone, as the next reading will show (gw_flows_live: at once) */
+                json_object_set_new(S.gone, f->id, json_pack("{s:s, s:I}", "owner", S.replica, "at", (json_int_t)gw_clock_ms()));
+                json_object_del(S.seen, f->id);
+            }
             flow_free(f);
             return;
         }
@@ -817,6 +821,16 @@ const char *gw_flows_owner(const char *id)
         return S.replica;
     json_t *e = json_object_get(S.seen, id);
     return json_string_value(json_object_get(e != NULL ? e : json_object_get(S.gone, id), "owner"));
+}
+
+int gw_flows_live(const char *id)
+{
+    return owned(id) != NULL || adopting(id) || json_object_get(S.seen, id) != NULL;
+}
+
+int gw_flows_settled(void)
+{
+    return S.listed && S.adopts == NULL;
 }
 
 void gw_flows_on_adopt(const char *kind, gw_flow_adopt_cb cb)

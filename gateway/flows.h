@@ -99,5 +99,9 @@ void gw_flows_unlock(const char *key, const char *flow_id);
 
 /* the replica id that owns flow `id`, as the last reading of the list showed it, or NULL */
 const char *gw_flows_owner(const char *id);
+/* 1 while flow `id` is in the cluster as last read (lease/4 ago at most), run here or being adopted here */
+int gw_flows_live(const char *id);
+/* 1 once the list was read and no adoption is under way here (what a start finds is adopted by then) */
+int gw_flows_settled(void);
 
 #endif

@@ -317,6 +317,19 @@ const gw_identity_t *gw_shadow_now(const gw_caller_t *caller)
     return &sh->super;
 }
 
+const gw_identity_t *gw_shadow_prepare(const gw_caller_t *caller)
+{
+    if (caller->kind == GW_TRUST_CLIENT)
+        return &gw_identities[GW_IDENTITY_GATEWAY];
+    shadow_t *sh = caller->kind == GW_TRUST_RESTRICTED ? get(GW_TRUST_RESTRICTED, caller->projects) : NULL;
+    if (sh == NULL)
+        return NULL;
+    sh->unneeded_since = 0;
+    if (sh->state == S_ABSENT)
+        create(sh);
+    return sh->state == S_READY ? &sh->super : NULL;
+}
+
 /* ---- the gateway's own entries are not the caller's ---- */
 
 /* `prefix` (LXD looks certificates up by fingerprint prefix, with SQL's case-insensitive LIKE) could name

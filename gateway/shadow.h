@@ -32,6 +32,9 @@ void gw_shadow_choose(h2o_req_t *req, gw_caller_t *caller, gw_shadow_ready_cb re
 /* the identity gw_shadow_choose would choose for a trusted caller (client or restricted) when it needs nothing made
  * first; NULL otherwise (and for any other caller) */
 const gw_identity_t *gw_shadow_now(const gw_caller_t *caller);
+/* as gw_shadow_now, and a shadow that is not ready is made so (as gw_shadow_choose would, with no request waiting): a
+ * caller outside any request (a flow resumed for it) asks again later */
+const gw_identity_t *gw_shadow_prepare(const gw_caller_t *caller);
 /* a write to /1.0/certificates/<fingerprint> by a caller that is not an unrestricted client, aimed at one of the
  * gateway's own trust entries: refused (403, as LXD refuses a non-admin); returns 1 when it answered */
 int gw_shadow_guard(h2o_req_t *req, const gw_caller_t *caller, const gw_path_t *path);

@@ -279,13 +279,18 @@ int gw_trust_is_client(const gw_caller_t *caller)
 
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller)
 {
+    gw_trust_lookup_in(&req->pool, fingerprint, caller);
+}
+
+void gw_trust_lookup_in(h2o_mem_pool_t *pool, const char *fingerprint, gw_caller_t *caller)
+{
     *caller = (gw_caller_t){{0}};
     caller->kind = GW_TRUST_NONE;
     snprintf(caller->fingerprint, sizeof(caller->fingerprint), "%s", fingerprint);
     const entry_t *found = lookup(caller->fingerprint);
     if (found != NULL) {
         caller->kind = found->kind;
-        caller->projects = gw_projects_ref_in_pool(&req->pool, found->projects);
+        caller->projects = gw_projects_ref_in_pool(pool, found->projects);
     }
 }
 

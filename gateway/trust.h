@@ -52,6 +52,8 @@ void gw_trust_identify(h2o_req_t *req, gw_caller_t *caller);
 /* fills `caller` (but its identity and certificate) for the certificate of `fingerprint` (a caller another replica
  * forwards) */
 void gw_trust_lookup(h2o_req_t *req, const char *fingerprint, gw_caller_t *caller);
+/* the same, its projects held by `pool` (a caller outside any request: a flow resumed for it) */
+void gw_trust_lookup_in(h2o_mem_pool_t *pool, const char *fingerprint, gw_caller_t *caller);
 /* what the trust store (and the validity period) makes of the certificate `peer`, as gw_trust_identify decides it; for
  * a connection whose handshake just ended (NULL: GW_TRUST_NONE) */
 gw_trust_kind_t gw_trust_kind_of(const gw_tls_peer_t *peer);

@@ -19,9 +19,13 @@
  * Every call is made with the caller's identity: the caller drains only the volumes LXD lets it see and move (a
  * restricted certificate: those of its projects). Each volume is moved by the single-call move's journaled flow
  * (volume_move.h), after the move's own checks (volumes.h): a crash loses no volume, and the flows are finished or
- * rolled back at the next start. The drain itself is journaled too ("drain-planned", then "end"): after a crash the
- * next start logs it as interrupted and ends it; running the drain again moves what is left (what was moved is no
- * longer on the member).
+ * rolled back at the next start. The drain itself is recorded too ("drain-planned", with its caller's fingerprint and
+ * its request, then "end"), in the journal and in the cluster (flows.h): after a crash the next start, or another
+ * replica once the lease has run out, RESUMES it under the same operation id, as its caller: the caller is looked up
+ * again in the trust store (no longer trusted, or a restricted one whose shadow identity this replica lacks: the drain
+ * ends as interrupted, to be run again); it waits until the flows adopted with it have ended (no volume on the member
+ * carries the mark of a flow still in the cluster: at most RESUME_WAIT_MS), then plans again from what the member
+ * holds now.
  *
  * The steps run in the order of `drain_state_t`, one member call at a time until the moves, driven by advance().
  * Targets: of the members the cluster lists when the drain starts (read then, not the gateway's view of a few seconds
@@ -34,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include "clock.h"
 #include "flows.h"
 #include "journal.h"
 #include "log.h"
@@ -42,6 +47,7 @@
 #include "metrics.h"
 #include "operations.h"
 #include "plugin.h"
+#include "shadow.h"
 #include "text.h"
 #include "volume_move.h"
 #include "volumes.h"
@@ -52,6 +58,9 @@
 #define DEFAULT_PARALLEL 2
 #define MAX_PARALLEL 8
 #define CALL_MS 30000
+#define RESUME_POLL_MS 1000             /* a resumed drain looks again this often for the flows it waits for */
+#define RESUME_WAIT_MS (15 * 60 * 1000) /* ... and plans anyway after this long (what is still marked is skipped) */
+#define SHADOW_WAIT_MS 30000            /* ... and gives up if its caller's shadow identity is not made by then */
 
 typedef enum {
     DR_MEMBERS, /* GET /1.0/cluster/members: the members that may take volumes (not the drained one, not evacuated) */
@@ -86,30 +95,39 @@ typedef struct st_space_t {
 typedef struct st_drain_t {
     struct st_drain_t *next; /* the list of running drains (drains) */
     drain_state_t state;
-    const gw_identity_t *id; /* the caller's */
-    gw_member_t *member;     /* the one drained */
-    char *project;           /* ?project= ("default"), or NULL with all_projects */
-    int all_projects;        /* ?all-projects=true */
-    json_t *only_pools;      /* body "pools": the pools to drain (NULL: all) */
-    unsigned parallel;       /* moves at a time */
-    int dry_run;             /* plan only */
-    char *drain_id;          /* the operation's id: journal key */
-    gw_flow_t *flow;         /* its state in the cluster (flows.h), once planned */
-    gw_op_t *op;             /* the operation */
-    int cancelled;           /* DELETE of the operation */
-    json_t *targets;         /* the names of the members that may take volumes */
-    json_t *pools;           /* names */
-    vol_t *vols;             /* the volumes found on the member */
-    size_t num_vols;         /* ... how many */
-    space_t *space;          /* (pool, member) free space */
-    size_t num_space;        /* ... how many */
-    size_t cursor;           /* the item the current step is at */
-    unsigned running;        /* moves under way (checking or moving) */
-    int starting;            /* gw_move_run is under way: a flow that ends at once is counted, not followed */
-    char *error;             /* a listing failed: the drain ends with it */
+    const gw_identity_t *id;   /* the caller's */
+    gw_member_t *member;       /* the one drained */
+    char *project;             /* ?project= ("default"), or NULL with all_projects */
+    int all_projects;          /* ?all-projects=true */
+    json_t *only_pools;        /* body "pools": the pools to drain (NULL: all) */
+    unsigned parallel;         /* moves at a time */
+    int dry_run;               /* plan only */
+    char *drain_id;            /* the operation's id: journal key */
+    gw_flow_t *flow;           /* its state in the cluster (flows.h), once planned */
+    gw_op_t *op;               /* the operation */
+    int cancelled;             /* DELETE of the operation */
+    json_t *targets;           /* the names of the members that may take volumes */
+    json_t *pools;             /* names */
+    vol_t *vols;               /* the volumes found on the member */
+    size_t num_vols;           /* ... how many */
+    space_t *space;            /* (pool, member) free space */
+    size_t num_space;          /* ... how many */
+    size_t cursor;             /* the item the current step is at */
+    unsigned running;          /* moves under way (checking or moving) */
+    int starting;              /* gw_move_run is under way: a flow that ends at once is counted, not followed */
+    char *error;               /* a listing failed: the drain ends with it */
+    char *caller;              /* the caller's certificate fingerprint (recorded: a resumed drain is run as it) */
+    int resumed;               /* resumed after its replica stopped: waits for the flows adopted with it */
+    uint64_t resumed_at;       /* ... when (gw_clock_ms) */
+    int busy;                  /* ... a volume on the member carries the mark of a live flow: listed again later */
+    h2o_mem_pool_t pool;       /* ... holds its caller's projects */
+    gw_caller_t who;           /* ... its caller, looked up again (its identity: once its shadow is ready, if restricted) */
+    h2o_timeout_entry_t later; /* ... the next look */
 } drain_t;
 
 static struct st_drain_t *drains; /* the running drains: one per member at a time */
+static h2o_context_t *ctx;
+static h2o_timeout_t resume_timeout; /* RESUME_POLL_MS */
 
 static int is_drain_post(h2o_req_t *req, h2o_iovec_t *member)
 {
@@ -129,6 +147,17 @@ static int claims(h2o_req_t *req, const gw_caller_t *caller)
     return is_drain_post(req, &member); /* (every caller: one the cluster does not trust is refused here, as LXD would) */
 }
 
+static void free_vols(drain_t *d)
+{
+    for (size_t i = 0; i != d->num_vols; ++i) {
+        vol_t *v = &d->vols[i];
+        free(v->pool), free(v->project), free(v->name), free(v->why), free(v->move_id);
+        json_decref(v->taken_on);
+    }
+    free(d->vols);
+    d->vols = NULL, d->num_vols = 0;
+}
+
 static void drain_free(drain_t *d)
 {
     for (drain_t **p = &drains; *p != NULL; p = &(*p)->next)
@@ -136,12 +165,12 @@ static void drain_free(drain_t *d)
             *p = d->next;
             break;
         }
-    for (size_t i = 0; i != d->num_vols; ++i) {
-        vol_t *v = &d->vols[i];
-        free(v->pool), free(v->project), free(v->name), free(v->why), free(v->move_id);
-        json_decref(v->taken_on);
-    }
-    free(d->vols), free(d->space), free(d->project), free(d->drain_id), free(d->error);
+    free_vols(d);
+    free(d->space), free(d->project), free(d->drain_id), free(d->error), free(d->caller);
+    if (h2o_timeout_is_linked(&d->later))
+        h2o_timeout_unlink(&d->later);
+    if (d->resumed)
+        h2o_mem_clear_pool(&d->pool);
     json_decref(d->only_pools);
     json_decref(d->pools);
     json_decref(d->targets);
@@ -263,12 +292,26 @@ static char *scope(drain_t *d)
     return out;
 }
 
+static void on_later(h2o_timeout_entry_t *entry);
+
+/* a resumed drain looks again in RESUME_POLL_MS */
+static void look_later(drain_t *d)
+{
+    d->later.cb = on_later;
+    h2o_timeout_link(ctx->loop, &resume_timeout, &d->later);
+}
+
 /* the step's call for the item at d->cursor; moves to the next step when the step's items are done */
 static void act(drain_t *d)
 {
     for (;;) {
         switch (d->state) {
         case DR_MEMBERS:
+            if (d->resumed && (!gw_flows_settled() || (d->id == NULL && (d->id = gw_shadow_prepare(&d->who)) == NULL))) {
+                if (d->id == NULL && gw_clock_ms() - d->resumed_at > SHADOW_WAIT_MS)
+                    return fail(d, "Cannot resume the drain: its caller's restricted identity is not trusted by the cluster");
+                return look_later(d); /* (the flows the start adopts with it are known first; its caller's identity made) */
+            }
             return get(d, strdup("/1.0/cluster/members?recursion=1"));
         case DR_POOLS:
             return get(d, strdup("/1.0/storage-pools"));
@@ -278,6 +321,11 @@ static void act(drain_t *d)
                 char *path = gw_text_dupf("/1.0/storage-pools/%s/volumes/custom?recursion=1&%s&target=%s", p, s, m);
                 free(p), free(s), free(m);
                 return get(d, path);
+            }
+            if (d->busy && gw_clock_ms() - d->resumed_at < RESUME_WAIT_MS) { /* a resumed drain: flows to wait for */
+                free_vols(d);
+                d->busy = 0, d->cursor = 0;
+                return look_later(d);
             }
             d->state = DR_SPACE, d->cursor = 0;
             continue;
@@ -429,9 +477,10 @@ static void take_volumes(drain_t *d, json_t *list)
             char *list = json_dumps(users, JSON_COMPACT);
             nv->why = gw_text_dupf("in use by %s: LXD does not delete a volume in use (detach it, or move what uses it)", list);
             free(list);
-        } else if (mover != NULL && gw_ops_is_running(mover)) {
+        } else if (mover != NULL && (gw_ops_is_running(mover) || (d->resumed && gw_flows_live(mover)))) {
             nv->state = V_SKIPPED;
             nv->why = gw_text_dupf("being moved by operation %s", mover);
+            d->busy |= d->resumed; /* (a flow adopted with the drain, most likely: waited for) */
         }
     }
 }
@@ -614,14 +663,17 @@ static void plan_done(drain_t *d)
         json_decref(plan);
         return finish(d);
     }
-    json_t *r = json_pack("{s:s, s:s, s:s, s:o}", "kind", "drain", "member", d->member->name, "project", d->project, "plan", plan);
+    json_t *r = json_pack("{s:s, s:s, s:s, s:o, s:s, s:b, s:O?, s:i}", "kind", "drain", "member", d->member->name, "project",
+                          d->project, "plan", plan, "caller", d->caller, "all_projects", d->all_projects, "pools", d->only_pools,
+                          "parallel", (int)d->parallel);
     json_object_set_new(r, GW_FLOWS_IN_CLUSTER, json_true());
     const char *err = gw_journal_write(d->drain_id, "drain-planned", r);
     if (err != NULL) {
         json_decref(r);
         return fail(d, "Cannot record the drain in the gateway's journal (%s); nothing was moved", err);
     }
-    d->flow = gw_flow_new(d->drain_id, "drain");
+    if (d->flow == NULL) /* (a resumed drain has its flow: adopted) */
+        d->flow = gw_flow_new(d->drain_id, "drain");
     gw_flow_write(d->flow, "drain-planned", r, on_planned, d);
     json_decref(r);
 }
@@ -748,6 +800,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     } else {
         drain_t *d = calloc(1, sizeof(*d));
         d->id = caller->identity;
+        d->caller = strdup(caller->fingerprint);
         d->member = m;
         d->all_projects = all_projects;
         d->project = strdup(project != NULL && *project != '\0' ? project : "default");
@@ -768,16 +821,28 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     free(name);
 }
 
-/* a drain a crash interrupted: its moves are recovered by their own flows; the drain is ended and logged, to be run
- * again */
-/* a drain whose replica stopped (a crash; or another replica's, its lease run out): its moves are flows of their own,
- * finished or rolled back; the drain itself ends as interrupted, under its own operation id, and is run again to move
- * the rest */
-static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
+/* a resumed drain's next look (or it was cancelled meanwhile; or the gateway is stopping: then it is left in the
+ * cluster as it is, for the next start to resume) */
+static void on_later(h2o_timeout_entry_t *entry)
+{
+    drain_t *d = H2O_STRUCT_FROM_MEMBER(drain_t, later, entry);
+    if (d->cancelled)
+        return finish(d);
+    if (gw_ops_stopping()) {
+        gw_op_finish(d->op, GW_OP_FAILURE, "The gateway was stopped before the drain resumed; the next start resumes it");
+        return drain_free(d); /* (its flow released, not ended) */
+    }
+    act(d);
+}
+
+/* the drain recorded in `r` cannot resume (`why`): it ends as interrupted, under its own operation id */
+static void end_interrupted(gw_flow_t *flow, json_t *r, const char *from, const char *why)
 {
     const char *id = gw_flow_id(flow), *member = gw_vol_str(r, "member");
-    gw_log(GW_LOG_WARN, "found an interrupted drain: its moves are finished or rolled back; run the drain again to move the rest",
-           "drain", id, "member", member, "owner", from, NULL);
+    gw_log(GW_LOG_WARN,
+           "found an interrupted drain that cannot resume: its moves are finished or rolled back; run the drain "
+           "again to move the rest",
+           "drain", id, "member", member, "owner", from, "why", why, NULL);
     json_t *end = json_pack("{s:s, s:s}", "kind", "drain", "outcome", "interrupted");
     gw_journal_end(id, end);
     json_decref(end);
@@ -786,16 +851,76 @@ static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
         gw_op_adopt(id, "Draining custom volumes", *gw_vol_str(r, "project") != '\0' ? gw_vol_str(r, "project") : "default", member,
                     json_pack("{s:[s]}", "cluster_members", res), NULL, NULL);
     free(res);
-    if (op != NULL)
-        gw_op_finish(op, GW_OP_FAILURE,
-                     "The drain was interrupted (its gateway replica stopped); its moves were finished or rolled back: run the "
-                     "drain again to move the rest");
+    if (op != NULL) {
+        char *err = gw_text_dupf("The drain was interrupted (its gateway replica stopped) and cannot resume (%s); its moves "
+                                 "were finished or rolled back: run the drain again to move the rest",
+                                 why);
+        gw_op_finish(op, GW_OP_FAILURE, err);
+        free(err);
+    }
     gw_flow_end(flow);
 }
 
-static const char *init(const gw_config_t *conf, h2o_context_t *ctx)
+/* a drain whose replica stopped (a crash; or another replica's, its lease run out): resumed under its own operation id,
+ * as its caller, looked up again (see the top of this file); its moves are flows of their own, adopted apart */
+static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
 {
-    (void)conf, (void)ctx;
+    const char *member = gw_vol_str(r, "member"), *fp = gw_vol_str(r, "caller"), *project = gw_vol_str(r, "project");
+    json_t *pools = json_object_get(r, "pools"), *parallel = json_object_get(r, "parallel"), *p;
+    size_t i;
+    int pools_ok = pools == NULL || json_is_null(pools) || json_is_array(pools);
+    json_array_foreach(pools, i, p) pools_ok &= json_is_string(p);
+    gw_member_t *m = gw_members_find(member);
+    drain_t *d = calloc(1, sizeof(*d));
+    h2o_mem_init_pool(&d->pool);
+    d->resumed = 1;
+    gw_trust_lookup_in(&d->pool, fp, &d->who);
+    const char *why = NULL;
+    if (*fp == '\0' || !pools_ok || *project == '\0')
+        why = "its record has no caller or request (written by an older version)";
+    else if (!gw_trust_is_client(&d->who))
+        why = "its caller is no longer trusted";
+    else if (m == NULL || !m->present)
+        why = "its member is gone";
+    else if (drain_of(m) != NULL)
+        why = "another drain of its member runs";
+    if (why != NULL) {
+        h2o_mem_clear_pool(&d->pool);
+        free(d);
+        return end_interrupted(flow, r, from, why);
+    }
+    d->member = m;
+    d->caller = strdup(fp);
+    d->project = strdup(project);
+    d->all_projects = json_is_true(json_object_get(r, "all_projects"));
+    d->only_pools = json_is_array(pools) ? json_incref(pools) : NULL;
+    d->parallel = json_is_integer(parallel) && json_integer_value(parallel) >= 1 && json_integer_value(parallel) <= MAX_PARALLEL
+                      ? (unsigned)json_integer_value(parallel)
+                      : DEFAULT_PARALLEL;
+    d->drain_id = strdup(gw_flow_id(flow));
+    d->flow = flow;
+    d->resumed_at = gw_clock_ms();
+    char *res = gw_text_dupf("/1.0/cluster/members/%s", m->name);
+    d->op = gw_op_adopt(d->drain_id, "Draining custom volumes", d->project, m->name, json_pack("{s:[s]}", "cluster_members", res),
+                        on_cancel, d);
+    free(res);
+    if (d->op == NULL) { /* (its id is in use here: not this drain's to run) */
+        d->flow = NULL;
+        drain_free(d);
+        return end_interrupted(flow, r, from, "its operation id is in use");
+    }
+    d->next = drains, drains = d;
+    gw_log(GW_LOG_WARN, "resuming an interrupted drain: it waits for the moves adopted with it, then plans again", "drain",
+           d->drain_id, "member", m->name, "owner", from, NULL);
+    show_progress(d);
+    act(d);
+}
+
+static const char *init(const gw_config_t *conf, h2o_context_t *c)
+{
+    (void)conf;
+    ctx = c;
+    h2o_timeout_init(ctx->loop, &resume_timeout, RESUME_POLL_MS);
     gw_flows_on_adopt("drain", adopt_drain);
     return NULL;
 }

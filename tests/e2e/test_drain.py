@@ -268,10 +268,11 @@ def crashable(crashgw):
 
 
 @pytest.mark.parametrize("step", ["drain-planned", "begin", "transferring", "transferred"])
-def test_crash_mid_drain_loses_nothing_and_the_drain_can_be_run_again(crashable, env, vols, step):
-    """Killed right after `step` was journaled (the drain's plan, or a step of its first move): the restart finishes
-    or rolls back that move, ends the drain as interrupted; every volume exists exactly once, whole; running the drain
-    again moves the rest."""
+def test_crash_mid_drain_loses_nothing_and_the_drain_resumes(crashable, env, vols, step):
+    """Killed right after `step` was recorded (the drain's plan, or a step of its first move): the restart finishes or
+    rolls back that move, and RESUMES the drain under its own operation id, as its caller, once that move has ended
+    (the volume it was moving is not planned twice): the drain ends Success with every free volume off node1; every
+    volume exists exactly once, whole; a new drain finds nothing left."""
     gw, cert, key = crashable, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
     mark = log_mark(gw)
     start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": step})
@@ -281,24 +282,60 @@ def test_crash_mid_drain_loses_nothing_and_the_drain_can_be_run_again(crashable,
     gw.kill()
     mark = log_mark(gw)
     gw.start()
-    gw.wait_log("found an interrupted drain", mark)
+    gw.wait_log("resuming an interrupted drain", mark)
     if step != "drain-planned":
         gw.wait_log("found an interrupted move", mark)
-        gw.wait_log('msg="volume move ended"', mark, timeout=120)
     gw.wait_trusted(cert, key)
-    first = wait_op(gw.url, cert, key, body["metadata"]["id"])  # the interrupted drain's own operation says what to do
-    assert first["status"] == "Failure" and "run the drain again" in first["err"], first
-    for name in ("v-dr1", "v-dr2", "v-dr-used"):
-        assert len(where(name)) == 1, (name, [volumes(n, P) for n in NODES])
-        assert tree_digest(volume_dir(where(name)[0], name, P)) == vols[name]
-    gw.wait_trusted(cert, key)
-    time.sleep(1)  # the members' first probes
-    code, body = drain(gw.url, cert, key)
-    assert code == 202, body
     done = wait_op(gw.url, cert, key, body["metadata"]["id"])
     assert done["status"] == "Success", done
-    rep = report(done)  # (a volume the first run had moved is not in the second's report)
+    rep = report(done)  # (a volume its recovered move put on another member is no longer on node1: not in it)
     assert_drained(vols, {n: rep.get(n, {"outcome": "moved", "to": where(n)[0]}) for n in ("v-dr1", "v-dr2", "v-dr-used")})
+    assert "cannot resume" not in gw.logtext()[mark:]
+    code, body = drain(gw.url, cert, key)
+    assert code == 202, body
+    again = wait_op(gw.url, cert, key, body["metadata"]["id"])
+    assert again["status"] == "Success" and again["metadata"]["volumes_moved"] == "0", again
+
+
+@pytest.mark.parametrize("later", ["still trusted", "restricted elsewhere", "no longer trusted"])
+def test_a_resumed_drain_runs_as_its_caller(crashable, env, vols, tmp_path, later):
+    """A certificate restricted to p-drain, its drain interrupted after its plan: resumed as that certificate (its
+    shadow: LXD still applies its restriction), it drains p-drain; restricted to another project meanwhile, the resumed
+    drain gets LXD's refusal and moves nothing (the gateway's own identity would have moved them); removed from the
+    trust store meanwhile, nothing is resumed: its drain ends as interrupted, nothing moves."""
+    from test_identity import fingerprint, new_cert
+    gw, admin_cert, admin_key = crashable, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    crt, key = new_cert(tmp_path, "restricted-resume")
+    member_lxc("node1", "config", "trust", "add", crt, "--restricted", "--projects", P)
+    try:
+        mark = log_mark(gw)
+        start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": "drain-planned"})
+        gw.wait_trusted(crt, key)
+        code, body = drain(gw.url, crt, key)
+        assert code == 202, body
+        gw.wait_log('msg="paused for a test" step=drain-planned', mark)
+        gw.kill()
+        if later == "no longer trusted":
+            member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12])
+        if later == "restricted elsewhere":
+            member_lxc("node1", "query", "-X", "PATCH", "-d", json.dumps({"projects": ["default"]}),
+                       f"/1.0/certificates/{fingerprint(crt)}")
+        mark = log_mark(gw)
+        gw.start()
+        gw.wait_log("cannot resume" if later == "no longer trusted" else "resuming an interrupted drain", mark)
+        gw.wait_trusted(admin_cert, admin_key)
+        done = wait_op(gw.url, admin_cert, admin_key, body["metadata"]["id"])
+        if later == "still trusted":
+            assert done["status"] == "Success", done
+            assert_drained(vols, report(done))
+        elif later == "restricted elsewhere":
+            assert done["status"] == "Failure" and "not authorized" in done["err"], done
+            assert all(where(n) == ["node1"] for n in ("v-dr1", "v-dr2", "v-dr-used"))
+        else:
+            assert done["status"] == "Failure" and "cannot resume (its caller is no longer trusted)" in done["err"], done
+            assert all(where(n) == ["node1"] for n in ("v-dr1", "v-dr2", "v-dr-used"))
+    finally:
+        member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12], check=False)
 
 
 def test_sigterm_ends_the_drain_with_what_it_moved(crashable, env, vols):
