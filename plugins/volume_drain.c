@@ -821,17 +821,15 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
     free(name);
 }
 
-/* a resumed drain's next look (or it was cancelled meanwhile; or the gateway is stopping: then it is left in the
- * cluster as it is, for the next start to resume) */
+/* a resumed drain's next look (or it was cancelled meanwhile; or the gateway is stopping: it ends, as a drain the stop
+ * finds running does, to be run again) */
 static void on_later(h2o_timeout_entry_t *entry)
 {
     drain_t *d = H2O_STRUCT_FROM_MEMBER(drain_t, later, entry);
     if (d->cancelled)
         return finish(d);
-    if (gw_ops_stopping()) {
-        gw_op_finish(d->op, GW_OP_FAILURE, "The gateway was stopped before the drain resumed; the next start resumes it");
-        return drain_free(d); /* (its flow released, not ended) */
-    }
+    if (gw_ops_stopping())
+        return fail(d, "The gateway was stopped before the drain resumed: run the drain again");
     act(d);
 }
 
