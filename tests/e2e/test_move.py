@@ -255,16 +255,21 @@ def test_monitor_started_before_the_post_sees_every_transition(gateway, env, lxc
 
 
 def transfer_under_way(gateway, env, op_id, timeout=30):
-    """Waits until the move's operation relays the target's progress (the transfer runs); returns the operation."""
+    """Waits until the operation, still Running, relays the target's progress (the transfer runs): at least one
+    `*_progress` key, each a string (lxc type-asserts them); returns the operation. Fails if the operation ends, or
+    shows no progress within `timeout` s."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         code, body = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+        assert code == 200, body
         op = body["metadata"]
-        if any(k.endswith("_progress") for k in op["metadata"]) or op["status_code"] >= 200:
-            break
+        assert op["status"] == "Running", op  # (it ended before any progress was shown)
+        progress = {k: v for k, v in (op["metadata"] or {}).items() if k.endswith("_progress")}
+        if progress:
+            assert all(isinstance(v, str) and v for v in progress.values()), op
+            return op
+        assert time.time() < deadline, f"no progress shown within {timeout} s: {op}"
         time.sleep(0.2)
-    assert op["status"] == "Running", op
-    return op
 
 
 def filled_volume(incus, name, mib):
@@ -291,7 +296,7 @@ def test_cancel_mid_transfer_of_1gib(gateway, env, incus):
         op = transfer_under_way(gateway, env, op_id)
         started = time.time()
         progress = [v for k, v in op["metadata"].items() if k.endswith("_progress")]
-        assert all(isinstance(v, str) for v in progress), op  # lxc type-asserts progress values as strings
+        assert progress and all(isinstance(v, str) for v in progress), op  # lxc type-asserts progress values as strings
         cancelled_at = time.time()
         code, answer = curl(f"{gateway.url}/1.0/operations/{op_id}", env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"],
                             method="DELETE")
