@@ -14,10 +14,11 @@ import pytest
 from conftest import member_lxc
 from helpers import MiB, curl, tree_digest, volume_dir
 from test_copy import fill, posts, snapshot_dir, volumes
-from test_move import NODES
+from test_move import NODES, transfer_under_way
 from test_move_safety import after_crash_test, crash_gateway, ended, log_mark, start_ready, steps_of
 
 EXT = "storage_api_remote_volume_snapshot_copy"
+DIRECT = "https://127.0.0.11:8443"  # node1, without the gateway
 MARK = "user.lxd-gateway.move"
 TEMP = "lxd-gateway-snapshot-copy-"  # the temporary volume's name starts so
 
@@ -55,11 +56,14 @@ def src():
 
 
 def assert_source_intact(data):
+    """v-sc holds data["now"]; every other key of `data` is a snapshot of it, with that content, and it has no other"""
+    names = sorted(k for k in data if k != "now")
     assert tree_digest(volume_dir("node1", "v-sc")) == data["now"]
-    assert tree_digest(snapshot_dir("node1", "v-sc", "snap0")) == data["snap0"]
+    for name in names:
+        assert tree_digest(snapshot_dir("node1", "v-sc", name)) == data[name], name
     assert volumes("node1")["v-sc"][0] == {"user.when": "now"}, volumes("node1")["v-sc"]
     snaps = json.loads(member_lxc("node1", "query", "/1.0/storage-pools/pool1/volumes/custom/v-sc/snapshots?target=node1").stdout)
-    assert snaps == ["/1.0/storage-pools/pool1/volumes/custom/v-sc/snapshots/snap0"], snaps
+    assert sorted(snaps) == [f"/1.0/storage-pools/pool1/volumes/custom/v-sc/snapshots/{n}" for n in names], snaps
 
 
 def assert_copied(data, node="node2", name="v-sc2", config=None):
@@ -117,6 +121,27 @@ def test_raw_api_one_operation(gateway, env, src):
     no_temporaries()
 
 
+def test_one_operation_with_progress(gateway, env, src):
+    """A snapshot of 256 MiB: the client's one operation shows the transfer's progress while it runs (the target's
+    `fs_progress`, relayed as a string); before that, while its member makes the temporary volume (LXD 5.0.2 shows no
+    progress for that copy either), it runs with no progress key. It ends Success with the snapshot's data."""
+    src["now"] = fill("node1", "v-sc", size=256 * MiB)
+    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
+    src["big"] = tree_digest(snapshot_dir("node1", "v-sc", "big"))
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    code, body = post_copy(gateway.url, cert, key, snap_body(snap="v-sc/big"))
+    assert code == 202, body
+    op_id = body["metadata"]["id"]
+    op = transfer_under_way(gateway, env, op_id, timeout=90)  # (Running, at least one *_progress string)
+    assert op["id"] == op_id and op["description"] == "Copying storage volume", op
+    print("progress shown:", {k: v for k, v in op["metadata"].items() if k.endswith("_progress")})
+    done = wait_op(gateway.url, cert, key, op_id)
+    assert done["status"] == "Success", done
+    assert tree_digest(volume_dir("node2", "v-sc2")) == src["big"]
+    assert_source_intact(src)
+    no_temporaries()
+
+
 def test_block_snapshot(gateway, env, src):
     member_lxc("node1", "storage", "volume", "create", "pool1", "v-sc-blk", "--target", "node1", "--type=block", "size=16MiB")
     img = os.path.join(volume_dir("node1", "v-sc-blk"), "root.img")
@@ -162,8 +187,9 @@ def test_refused_snapshot_copy_changes_nothing(gateway, env, src, case):
 def test_cancel_removes_the_copy_and_the_temporary_volume(gateway, env, src):
     """Cancelled at once: the temporary volume is still being made (LXD 5.0.2 cannot cancel that copy: it ends first),
     or the transfer runs (its data path is cut). Either way: Cancelled, nothing left, the source untouched."""
-    fill("node1", "v-sc", size=256 * MiB)  # (the volume, not the snapshot: the snapshot is what travels)
+    src["now"] = fill("node1", "v-sc", size=256 * MiB)  # (the volume, not the snapshot: the snapshot is what travels)
     member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
+    src["big"] = tree_digest(snapshot_dir("node1", "v-sc", "big"))
     cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
     code, body = post_copy(gateway.url, cert, key, snap_body(snap="v-sc/big"))
     assert code == 202, body
@@ -172,13 +198,14 @@ def test_cancel_removes_the_copy_and_the_temporary_volume(gateway, env, src):
     assert code == 200, answer
     done = wait_op(gateway.url, cert, key, op_id)
     assert done["status"] == "Cancelled", done
+    assert_source_intact(src)  # the volume, snap0 and big, their data and config
     assert "v-sc2" not in volumes("node2")
     no_temporaries()
 
 
 def test_restricted_caller_copies_only_what_lxd_lets_it(gateway, tmp_path):
-    """A certificate restricted to p-sc copies a snapshot inside p-sc; out of default it is refused (403) before
-    anything is made: no temporary volume in default."""
+    """A certificate restricted to p-sc copies a snapshot inside p-sc; out of default it is refused before anything
+    is made (no temporary volume in default), with what LXD answers that certificate for the snapshot directly."""
     from test_identity import fingerprint, new_cert
     member_lxc("node1", "project", "create", "p-sc", "-c", "features.storage.volumes=true", check=False)
     crt, key = new_cert(tmp_path, "restricted-snapcopy")
@@ -200,6 +227,9 @@ def test_restricted_caller_copies_only_what_lxd_lets_it(gateway, tmp_path):
         out_of["source"]["project"] = "default"
         code, body = post_copy(gateway.url, crt, key, out_of, "target=node2&project=p-sc")
         assert code == 403 and body["type"] == "error", body
+        dcode, direct = curl(f"{DIRECT}/1.0/storage-pools/pool1/volumes/custom/v-sc-d/snapshots/s?project=default&target=node1",
+                             crt, key)  # LXD's own answer to that certificate, for the source snapshot
+        assert (code, body["error"]) == (dcode, direct["error"]), (body, direct)
         assert (everything(), everything("p-sc")) == before
     finally:
         member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12], check=False)
