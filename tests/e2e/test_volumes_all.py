@@ -207,3 +207,16 @@ def test_incus(incus, volumes):
     r = incus("query", "gw:/1.0/storage-volumes?recursion=1&all-projects=true")
     got = sorted((v["pool"], v["project"], v["name"], v["location"]) for v in json.loads(r.stdout))
     assert got == sorted(VOLUMES)
+
+
+def test_lxc(lxc, volumes):
+    """lxc 5.0.2 has no list without a pool (`storage volume list` needs one, said before asking anything);
+    `lxc query` reads the merged list, as the per-pool lists have it"""
+    r = lxc.run("storage", "volume", "list", "gw:", "--format", "csv", check=False)
+    assert r.returncode != 0 and "Missing pool name" in r.stderr, r.stderr
+    r = lxc.run("query", "gw:/1.0/storage-volumes?recursion=1&all-projects=true")
+    got = sorted((v["pool"], v["project"], v["name"], v["location"]) for v in json.loads(r.stdout))
+    assert got == sorted(VOLUMES)
+    r = lxc.run("query", "gw:/1.0/storage-volumes/custom?project=vap2")
+    assert sorted(json.loads(r.stdout)) == sorted(f"/1.0/storage-pools/{p}/volumes/custom/{n}?project=vap2&target={m}"
+                                                  for p, pr, n, m in VOLUMES if pr == "vap2")
