@@ -534,3 +534,135 @@ def test_two_replicas_race_to_adopt_exactly_one_wins(trio, pair):
         assert not seen, f"{n}, not a peer of the trio, touched its flow: {seen}"
     op = op_final(op_id, waits)  # the winner, and the loser from the moment it knows it lost, answer it
     assert op["status"] == "Failure", op
+
+
+# ---- e: a drain adopted: resumed under its own operation id ----
+# (plugins/volume_drain.c, adopt_drain: a drain whose replica died is RESUMED by another under its own operation id, as
+# its caller, once the moves adopted with it have ended; README "Draining a member")
+
+DRAIN_PROJECT = "p-ad-drain"  # (the drain's volumes live there: it drains nothing of another test)
+DRAIN_FREE = ("v-ad1", "v-ad2")  # with data (v-ad2 with a snapshot too): the drain moves them
+DRAIN_USED = "v-ad-used"  # attached to a stopped container: the drain skips it
+
+
+def drain_where(name):
+    return [n for n in NODES if name in volumes(n, DRAIN_PROJECT)]
+
+
+@pytest.fixture
+def drain_vols(pair):
+    """Project p-ad-drain, on node1: v-ad1 and v-ad2 (data; v-ad2 a snapshot s0 too), v-ad-used (data, attached to the
+    stopped container c-ad). Returns their digests; the project and all in it are removed afterwards."""
+    from test_drain import drop_project, make_project  # (test_drain imports this module: not at its top)
+    drop_project(DRAIN_PROJECT)
+    make_project(DRAIN_PROJECT)
+    data = {}
+    for name in DRAIN_FREE + (DRAIN_USED,):
+        member_lxc("node1", "storage", "volume", "create", "pool1", name, "--target", "node1", "--project", DRAIN_PROJECT)
+        data[name] = fill("node1", name, DRAIN_PROJECT)
+    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-ad2", "s0", "--target", "node1", "--project", DRAIN_PROJECT)
+    member_lxc("node1", "init", "busybox", "c-ad", "--target", "node1", "--project", DRAIN_PROJECT)
+    member_lxc("node1", "storage", "volume", "attach", "pool1", DRAIN_USED, "c-ad", "/mnt", "--project", DRAIN_PROJECT)
+    yield data
+    drop_project(DRAIN_PROJECT)
+
+
+def assert_drained_once(data, rep):
+    """The free volumes each exactly once, off node1 where the report says, with their data; the used one on node1,
+    skipped as in use, with its data; no mark on any volume of the project."""
+    for name in DRAIN_FREE:
+        assert rep[name]["outcome"] == "moved" and rep[name]["to"] != "node1", rep
+        assert drain_where(name) == [rep[name]["to"]], f"{name} is on {drain_where(name)}; report {rep[name]}"
+        assert tree_digest(volume_dir(rep[name]["to"], name, DRAIN_PROJECT)) == data[name], f"{name}: its data changed"
+    assert tree_digest(snapshot_dir(rep["v-ad2"]["to"], "v-ad2", "s0", DRAIN_PROJECT)) == data["v-ad2"], "v-ad2/s0 changed"
+    assert rep[DRAIN_USED]["outcome"] == "skipped" and "in use" in rep[DRAIN_USED]["reason"], rep
+    assert drain_where(DRAIN_USED) == ["node1"], drain_where(DRAIN_USED)
+    assert tree_digest(volume_dir("node1", DRAIN_USED, DRAIN_PROJECT)) == data[DRAIN_USED]
+    marked = {(n, v): cfg[MARK] for n in NODES for v, (cfg, _) in volumes(n, DRAIN_PROJECT).items() if MARK in cfg}
+    assert not marked, f"volumes still carrying {MARK}: {marked}"
+
+
+def drain_ended_pattern(drain_id):
+    return (rf'msg="drain ended" drain={re.escape(drain_id)} member=node1 moved=(\d+) skipped=(\d+) failed=(\d+) '
+            rf'err=("[^"]*"|\S*)')
+
+
+def start_long_waits(dep, op_id, timeout):
+    """start_waits for an operation that may run longer than 30 s (a drain: its moves one after the other): each wait
+    asks for at most `timeout` s."""
+    waits = {"haproxy": WAITERS.submit(op_wait, dep.ha, op_id, timeout)}
+    for name in dep.running():
+        waits[name] = WAITERS.submit(op_wait, dep.replicas[name].url, op_id, timeout)
+    return waits
+
+
+# step the owner recorded before it died -> the outcome of the drain's first move (None: no move had begun)
+DRAIN_STEPS = {"drain-planned": None, "transferring": "rolled-back"}
+
+
+@pytest.mark.parametrize("step", list(DRAIN_STEPS))
+def test_owner_killed_for_good_the_other_replica_resumes_the_drain(pair, drain_vols, step):
+    """A drain of node1 (parallel 1) started at A; A frozen right after `step` (the drain's plan, or its first move
+    mid-transfer) and SIGKILLed for good. B adopts the drain (and, at "transferring", that move, which it rolls back),
+    resumes the drain under its own operation id once the move has ended, plans again and ends it Success: both free
+    volumes moved, each exactly once with its data, the used one skipped, nothing left in the cluster."""
+    from test_drain import drain, report
+    a, b = pair.replicas["ad-a"], pair.replicas["ad-b"]
+    cert, key = os.environ["LXDGW_CLIENT_CERT"], os.environ["LXDGW_CLIENT_KEY"]
+    pair.restart("ad-a", {"LXDGW_TEST_PAUSE_AT": step})
+    mark_a, mark_b = log_mark(a), log_mark(b)
+    code, body = drain(a.url, cert, key, query=f"project={DRAIN_PROJECT}", body={"parallel": 1})
+    assert code == 202, f"drain answered {code}: {body}"
+    drain_id = body["metadata"]["id"]
+    a.wait_log(f'msg="paused for a test" step={step}', mark_a, timeout=120)
+    held = flow_profiles()
+    assert any(n.startswith(f"flow-{drain_id}-") for n in held), f"A paused after {step}, no flow-{drain_id}-*: {held}"
+    move_id = None
+    if step != "drain-planned":
+        moving = re.findall(rf'msg="drain: moving" drain={re.escape(drain_id)} move=(\S+) volume=(\S+)', a.logtext()[mark_a:])
+        assert len(moving) == 1 and moving[0][1] in DRAIN_FREE, f"A's drain started one move before it froze: {moving}"
+        move_id = moving[0][0]
+        assert any(n.startswith(f"flow-{move_id}-") for n in held), f"A paused at {step}, no flow-{move_id}-*: {held}"
+    killed_at = pair.kill("ad-a")
+
+    deadline = killed_at + ADOPT_WITHIN
+    m = wait_re(b, adopted_pattern(drain_id), mark_b, deadline, f"flow adopted flow={drain_id}")
+    adopt_s = time.time() - killed_at
+    waits = start_long_waits(pair, drain_id, 150)
+    assert m.group(1) == "drain", f"adopted as kind={m.group(1)}, expected drain: {m.group(0)}"
+    assert m.group(2) == drain_id[:8] and int(m.group(3)) >= 1, m.group(0)
+    r = wait_re(b, rf'msg="resuming an interrupted drain[^"]*" drain={re.escape(drain_id)} member=node1 ', mark_b, deadline,
+                f"B resuming the drain {drain_id}")
+    move_waits = move_end = None
+    if move_id is not None:
+        m = wait_re(b, adopted_pattern(move_id), mark_b, deadline, f"flow adopted flow={move_id} (the drain's move)")
+        move_waits = start_waits(pair, move_id)
+        assert m.group(1) == "move" and m.group(2) == move_id[:8], m.group(0)
+        move_end = wait_re(b, ended_pattern(move_id), mark_b, deadline, f"the end of the drain's move {move_id}")
+        assert move_end.group(2) == DRAIN_STEPS[step], f"the move adopted at {step}: {move_end.group(0)}"
+    e = wait_re(b, drain_ended_pattern(drain_id), mark_b, time.time() + 120, f"the end of the resumed drain {drain_id}")
+    print(f"drain at {step}: adopted {adopt_s:.1f} s after the kill, ended after {time.time() - killed_at:.1f} s: {e.group(0)}")
+    assert e.group(1, 2, 3) == ("2", "1", "0"), e.group(0)
+
+    log = b.logtext()[mark_b:]
+    planned = log.find(f'msg="drain started" drain={drain_id} ', r.end())
+    assert planned != -1, f"B never logged the resumed drain's new plan (drain started):\n{log[-4000:]}"
+    if move_end is not None:  # the drain waited for the move adopted with it before it planned again
+        assert planned > move_end.end(), f"B planned the drain again before the adopted move {move_id} ended:\n{log[-4000:]}"
+    moves = re.findall(rf'msg="drain: moving" drain={re.escape(drain_id)} move=(\S+) volume=(\S+)', log)
+    assert sorted(v for _, v in moves) == sorted(DRAIN_FREE), f"B's moves for the resumed drain: {moves}"
+    assert move_id not in [mid for mid, _ in moves], moves
+    if move_waits is not None:
+        mop = op_final(move_id, move_waits)
+        assert mop["status"] == "Failure", f"the drain's move, rolled back by B: {mop}"
+
+    op = op_final(drain_id, waits)  # (the drain has ended: they answer at once)
+    print(f"drain at {step}: the operation answers {op['status']} {op['err']!r}")
+    assert op["status"] == "Success", f"the resumed drain: {op}"
+    meta = op["metadata"]
+    counts = tuple(meta[k] for k in ("volumes_total", "volumes_moved", "volumes_skipped", "volumes_failed"))
+    assert counts == ("3", "2", "1", "0"), meta
+    assert_drained_once(drain_vols, report(op))
+    assert_no_marks()
+    assert_no_flow_left()
+    assert a.proc.poll() is not None, "the owner was never started again"
