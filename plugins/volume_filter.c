@@ -13,6 +13,8 @@ typedef struct st_clause_t {
     int not_, is_pool;  /* "not" before it; its field is `pool` */
     int ne;             /* its operator is "ne" (LXD 5.0.2 takes any other as "eq") */
     char *value;        /* the value as LXD reads it (quotes removed, the words of a quoted value joined by one space) */
+    regex_t rx;         /* is_pool, a pattern (not a name): its value compiled once, at parse */
+    int compiled;       /* ... rx holds it */
 } clause_t;
 
 struct st_gw_vfilter_t {
@@ -129,11 +131,21 @@ static const char *parse(gw_vfilter_t *f)
  * they read it as RE2 does: pattern_problem() accepts only that common syntax and refuses the rest (400), rather than
  * guess. A value with no pattern syntax at all is a name, compared without case. */
 
-#define PATTERN_MAX 256 /* a longer pool pattern is refused: pool names are short, and it is hostile input */
-#define REPEAT_MAX 1000 /* RE2's largest count; the product of a pattern's counts is held below it (regcomp expands them) */
+#define PATTERN_MAX 256       /* a longer pool pattern is refused: pool names are short, and it is hostile input */
+#define REPEAT_MAX 1000       /* RE2's largest count; the product of a pattern's counts is held below it (regcomp expands them) */
+#define EXPANDED_MAX 256      /* bytes: a pattern's length times all its counts (see pattern_problem) */
+#define EXPANDED_ALL_MAX 1024 /* bytes: the same, over all the pool patterns of one filter (each is compiled once) */
 #define SYNTAX "\\.+*?()|[]{}^$"
 
 /* 1 if `v` holds no pattern syntax (a name) */
+static int is_ascii(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; ++p)
+        if (*p >= 0x80)
+            return 0;
+    return 1;
+}
+
 static int is_name(const char *v)
 {
     return strpbrk(v, SYNTAX) == NULL;
@@ -218,9 +230,11 @@ static const char *count(const char **pp, unsigned long *bound)
     return NULL;
 }
 
-/* NULL if the pool pattern `v` means the same to RE2 and to POSIX ERE (or is a name), else why not */
-static const char *pattern_problem(const char *v)
+/* NULL if the pool pattern `v` means the same to RE2 and to POSIX ERE (or is a name), else why not; *expanded: its length
+ * times all its counts (0 for a name) */
+static const char *pattern_problem(const char *v, size_t *expanded)
 {
+    *expanded = 0;
     if (is_name(v))
         return NULL;
     if (strlen(v) > PATTERN_MAX)
@@ -294,6 +308,11 @@ static const char *pattern_problem(const char *v)
         return "an unbalanced (";
     if (empty)
         return "an empty alternative or group";
+    /* what regcomp expands counts into: its time and memory grow faster than that size (`(.?.?.?.?.?.?.?.?.?.?){1000}x`,
+     * 29 bytes, took 2.4 s and 1.6 GB), and the gateway's one loop waits for it; bounded by the pattern's length times all
+     * its counts, which overestimates and stays cheap to compute */
+    if ((*expanded = strlen(v) * product) > EXPANDED_MAX)
+        return "counts that repeat the pattern to over 256 bytes";
     return NULL;
 }
 
@@ -328,15 +347,6 @@ static int compile(const char *pattern, regex_t *rx)
     return ok;
 }
 
-static int compiles(const char *pattern)
-{
-    regex_t rx;
-    if (!compile(pattern, &rx))
-        return 0;
-    regfree(&rx);
-    return 1;
-}
-
 gw_vfilter_t *gw_vfilter_parse(const char *s, int *status, char **msg)
 {
     gw_vfilter_t *f = calloc(1, sizeof(*f));
@@ -348,11 +358,14 @@ gw_vfilter_t *gw_vfilter_parse(const char *s, int *status, char **msg)
         gw_vfilter_free(f);
         return NULL;
     }
+    size_t all = 0, expanded;
     for (size_t i = 0; i != f->num_clauses; ++i) {
-        const clause_t *c = &f->clauses[i];
-        const char *why = c->is_pool ? pattern_problem(c->value) : NULL;
-        if (c->is_pool && why == NULL && !is_name(c->value) && !compiles(c->value))
-            why = "it does not compile";
+        clause_t *c = &f->clauses[i];
+        const char *why = c->is_pool ? pattern_problem(c->value, &expanded) : NULL;
+        if (why == NULL && c->is_pool && (all += expanded) > EXPANDED_ALL_MAX)
+            why = "the filter's pool patterns repeat to over 1024 bytes in all";
+        if (why == NULL && c->is_pool && is_ascii(c->value) && !(c->compiled = compile(c->value, &c->rx)))
+            why = "it does not compile"; /* (a name beyond ASCII is compared by same_name) */
         if (why != NULL) {
             size_t shown = strlen(c->value);
             if (shown > PATTERN_MAX) /* (cut at a character's start: the message stays text) */
@@ -422,23 +435,36 @@ static char *c_locale_name(const char *name)
     return out;
 }
 
-int gw_vfilter_pool_matches(const char *pattern, const char *name)
+/* `name` matches the compiled pattern `rx` */
+static int rx_matches(const regex_t *rx, const char *name)
 {
-    if (pattern_problem(pattern) != NULL) /* (parse refuses it: never asked) */
-        return 0;
-    int ascii = 1;
-    for (const unsigned char *p = (const unsigned char *)pattern; *p != '\0'; ++p)
-        ascii &= *p < 0x80;
-    if (!ascii) /* (a name: pattern_problem refuses a pattern beyond ASCII) */
-        return same_name(pattern, name);
-    regex_t rx;
-    if (!compile(pattern, &rx)) /* (parse refuses it: never asked) */
-        return 0;
     char *subject = c_locale_name(name);
-    int match = regexec(&rx, subject, 0, NULL, 0) == 0;
-    regfree(&rx);
+    int match = regexec(rx, subject, 0, NULL, 0) == 0;
     free(subject);
     return match;
+}
+
+/* `name` matches `pattern`, a name or a pattern pattern_problem accepts (compiled in `rx`, or NULL: compiled now) */
+static int matches(const char *pattern, const regex_t *rx, const char *name)
+{
+    if (!is_ascii(pattern)) /* (a name: pattern_problem refuses a pattern beyond ASCII) */
+        return same_name(pattern, name);
+    if (rx != NULL)
+        return rx_matches(rx, name);
+    regex_t own;
+    if (!compile(pattern, &own)) /* (parse refuses it: never asked) */
+        return 0;
+    int match = rx_matches(&own, name);
+    regfree(&own);
+    return match;
+}
+
+int gw_vfilter_pool_matches(const char *pattern, const char *name)
+{
+    size_t expanded;
+    if (pattern_problem(pattern, &expanded) != NULL) /* (parse refuses it: never asked) */
+        return 0;
+    return matches(pattern, NULL, name);
 }
 
 char *gw_vfilter_for_pool(const gw_vfilter_t *f, const char *pool)
@@ -453,7 +479,7 @@ char *gw_vfilter_for_pool(const gw_vfilter_t *f, const char *pool)
         if (o != out)
             *o++ = ' ';
         if (c != NULL && c->is_pool) { /* the clause's outcome for this pool, as a clause 5.0.2 always decides so */
-            int match = gw_vfilter_pool_matches(c->value, pool);
+            int match = matches(c->value, c->compiled ? &c->rx : NULL, pool);
             if (c->ne)
                 match = !match;
             if (c->not_)
@@ -476,8 +502,11 @@ void gw_vfilter_free(gw_vfilter_t *f)
         return;
     for (size_t i = 0; i != f->num_tokens; ++i)
         free(f->tokens[i]);
-    for (size_t i = 0; i != f->num_clauses; ++i)
+    for (size_t i = 0; i != f->num_clauses; ++i) {
         free(f->clauses[i].value);
+        if (f->clauses[i].compiled)
+            regfree(&f->clauses[i].rx);
+    }
     free(f->tokens), free(f->clauses);
     free(f);
 }

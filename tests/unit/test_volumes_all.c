@@ -148,7 +148,21 @@ static void test_filter(void)
         free(flt);
     }
     char *longest = gw_text_dupf("pool eq %0256d.", 0), *named = gw_text_dupf("pool eq %0300d", 0);
-    CHECK(refused(longest, 400, NULL));        /* a pattern over 256 bytes */
+    CHECK(refused(longest, 400, NULL)); /* a pattern over 256 bytes */
+    /* what regcomp would expand past 256 bytes (2.4 s and 1.6 GB for the first before the bound), or past 1024 over a
+     * filter's pool patterns (each is compiled once, at parse) */
+    CHECK(refused("pool eq (.?.?.?.?.?.?.?.?.?.?){1000}x", 400,
+                  "Invalid filter: the pool pattern \"(.?.?.?.?.?.?.?.?.?.?){1000}x\" is not supported by this gateway: counts "
+                  "that repeat the pattern to over 256 bytes"));
+    CHECK(refused("pool eq (.?|.?.?|a?b?c?){64}z", 400, NULL) && !refused("pool eq (.?|.?.?|a?b?c?){12}z", 400, NULL));
+    char *many = strdup("pool eq (.?|.?.?|a?b?c?){12}z");
+    for (int i = 0; i != 4; ++i) {
+        char *more = gw_text_dupf("%s or pool eq (.?|.?.?|a?b?c?){12}z", many);
+        free(many);
+        many = more;
+    }
+    CHECK(refused(many, 400, NULL) && strstr(many, " or ") != NULL); /* 5 x 252 bytes */
+    free(many);
     CHECK(for_pool(named, "p1", "pool eq _")); /* a name of any length */
     free(longest), free(named);
     CHECK(!refused("name eq v.*", 400, NULL)); /* other fields: the member's business */
