@@ -361,7 +361,9 @@ static void on_write(void *data, const char *err, long status, json_t *json, con
         return write_done(f, err != NULL ? err : "the cluster refused the write (404) of a record it has", 0);
     case W_DELETE:
         if (err == NULL && (status == 200 || status == 404)) {
-            if (json_object_get(S.seen, f->id) != NULL) { /* gone, as the next reading will show (gw_flows_live: at once) */
+            json_t *seen = json_object_get(S.seen, f->id);
+            if (seen != NULL && (unsigned)json_integer_value(json_object_get(seen, "epoch")) == f->epoch) {
+                /* gone, as the next reading will show (gw_flows_live: at once); a later epoch is another replica's */
                 json_object_set_new(S.gone, f->id, json_pack("{s:s, s:I}", "owner", S.replica, "at", (json_int_t)gw_clock_ms()));
                 json_object_del(S.seen, f->id);
             }

@@ -60,7 +60,7 @@
 #define CALL_MS 30000
 #define RESUME_POLL_MS 1000             /* a resumed drain looks again this often for the flows it waits for */
 #define RESUME_WAIT_MS (15 * 60 * 1000) /* ... and plans anyway after this long (what is still marked is skipped) */
-#define SHADOW_WAIT_MS 30000            /* ... and gives up if its caller's shadow identity is not made by then */
+#define RESUME_START_MS 60000           /* ... and gives up if its caller cannot be looked up (or its shadow made) by then */
 
 typedef enum {
     DR_MEMBERS, /* GET /1.0/cluster/members: the members that may take volumes (not the drained one, not evacuated) */
@@ -119,6 +119,7 @@ typedef struct st_drain_t {
     char *caller;              /* the caller's certificate fingerprint (recorded: a resumed drain is run as it) */
     int resumed;               /* resumed after its replica stopped: waits for the flows adopted with it */
     uint64_t resumed_at;       /* ... when (gw_clock_ms) */
+    uint64_t waiting_since;    /* ... since when it waits to look its caller up (0: it does not) */
     int busy;                  /* ... a volume on the member carries the mark of a live flow: listed again later */
     h2o_mem_pool_t pool;       /* ... holds its caller's projects */
     gw_caller_t who;           /* ... its caller, looked up again (its identity: once its shadow is ready, if restricted) */
@@ -301,17 +302,58 @@ static void look_later(drain_t *d)
     h2o_timeout_link(ctx->loop, &resume_timeout, &d->later);
 }
 
+/* a resumed drain cannot go on as its caller (`why`): ended, to be run again */
+static void cannot_resume(drain_t *d, const char *why)
+{
+    fail(d,
+         "The drain was interrupted (its gateway replica stopped) and cannot resume (%s); its moves were finished or "
+         "rolled back: run the drain again to move the rest",
+         why);
+}
+
+/* a resumed drain's caller, looked up (again) in the trust store: 1 when d->id is its identity now; else 0, and it looks
+ * again later (the trust store not read yet, the flows adopted with it not known yet, a restricted caller's shadow being
+ * made: at most RESUME_START_MS) or it has ended (the caller may not drain this any more) */
+static int resume_as_caller(drain_t *d)
+{
+    const char *wait = gw_trust_age_ms() == UINT64_MAX ? "the cluster's trust store could not be read"
+                       : !gw_flows_settled()           ? "the cluster's flows could not be read"
+                                                       : NULL;
+    if (wait == NULL) {
+        gw_trust_lookup_in(&d->pool, d->caller, &d->who);
+        if (!gw_trust_is_client(&d->who)) {
+            cannot_resume(d, "its caller is no longer trusted");
+            return 0;
+        }
+        if (d->who.kind == GW_TRUST_RESTRICTED &&
+            (d->all_projects || !gw_ops_may_see(d->who.kind, d->who.projects, d->project))) { /* (as handle() refuses it) */
+            cannot_resume(d, "its caller is restricted to other projects now");
+            return 0;
+        }
+        if ((d->id = gw_shadow_prepare(&d->who)) != NULL) {
+            d->waiting_since = 0;
+            return 1;
+        }
+        wait = "its caller's restricted identity is not trusted by the cluster";
+    }
+    if (d->waiting_since == 0)
+        d->waiting_since = gw_clock_ms();
+    if (gw_clock_ms() - d->waiting_since > RESUME_START_MS) {
+        cannot_resume(d, wait);
+        return 0;
+    }
+    look_later(d);
+    return 0;
+}
+
 /* the step's call for the item at d->cursor; moves to the next step when the step's items are done */
 static void act(drain_t *d)
 {
     for (;;) {
         switch (d->state) {
         case DR_MEMBERS:
-            if (d->resumed && (!gw_flows_settled() || (d->id == NULL && (d->id = gw_shadow_prepare(&d->who)) == NULL))) {
-                if (d->id == NULL && gw_clock_ms() - d->resumed_at > SHADOW_WAIT_MS)
-                    return fail(d, "Cannot resume the drain: its caller's restricted identity is not trusted by the cluster");
-                return look_later(d); /* (the flows the start adopts with it are known first; its caller's identity made) */
-            }
+            if (d->resumed && d->id == NULL && !resume_as_caller(d))
+                return; /* (looks again later, or ended) */
             return get(d, strdup("/1.0/cluster/members?recursion=1"));
         case DR_POOLS:
             return get(d, strdup("/1.0/storage-pools"));
@@ -327,6 +369,8 @@ static void act(drain_t *d)
                 d->busy = 0, d->cursor = 0;
                 return look_later(d);
             }
+            if (d->resumed && !resume_as_caller(d)) /* (its caller looked up again before it plans: the wait may be long) */
+                return;
             d->state = DR_SPACE, d->cursor = 0;
             continue;
         case DR_SPACE:
@@ -477,7 +521,8 @@ static void take_volumes(drain_t *d, json_t *list)
             char *list = json_dumps(users, JSON_COMPACT);
             nv->why = gw_text_dupf("in use by %s: LXD does not delete a volume in use (detach it, or move what uses it)", list);
             free(list);
-        } else if (mover != NULL && (gw_ops_is_running(mover) || (d->resumed && gw_flows_live(mover)))) {
+        } else if (mover != NULL && strcmp(mover, d->drain_id) != 0 &&
+                   (gw_ops_is_running(mover) || (d->resumed && gw_flows_live(mover)))) { /* (a user key: its own id is no move) */
             nv->state = V_SKIPPED;
             nv->why = gw_text_dupf("being moved by operation %s", mover);
             d->busy |= d->resumed; /* (a flow adopted with the drain, most likely: waited for) */
@@ -872,12 +917,9 @@ static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
     drain_t *d = calloc(1, sizeof(*d));
     h2o_mem_init_pool(&d->pool);
     d->resumed = 1;
-    gw_trust_lookup_in(&d->pool, fp, &d->who);
-    const char *why = NULL;
-    if (*fp == '\0' || !pools_ok || *project == '\0')
+    const char *why = NULL; /* (its caller is looked up once the trust store has been read: resume_as_caller) */
+    if (strlen(fp) != GW_FINGERPRINT_LEN || strspn(fp, "0123456789abcdef") != GW_FINGERPRINT_LEN || !pools_ok || *project == '\0')
         why = "its record has no caller or request (written by an older version)";
-    else if (!gw_trust_is_client(&d->who))
-        why = "its caller is no longer trusted";
     else if (m == NULL || !m->present)
         why = "its member is gone";
     else if (drain_of(m) != NULL)
