@@ -22,10 +22,11 @@
  * rolled back at the next start. The drain itself is recorded too ("drain-planned", with its caller's fingerprint and
  * its request, then "end"), in the journal and in the cluster (flows.h): after a crash the next start, or another
  * replica once the lease has run out, RESUMES it under the same operation id, as its caller: the caller is looked up
- * again in the trust store (no longer trusted, or a restricted one whose shadow identity this replica lacks: the drain
- * ends as interrupted, to be run again); it waits until the flows adopted with it have ended (no volume on the member
- * carries the mark of a flow still in the cluster: at most RESUME_WAIT_MS), then plans again from what the member
- * holds now.
+ * again in the trust store once it has been read, and again before the drain plans (no longer trusted, restricted to
+ * projects that no longer cover the drain, or a restricted one whose shadow identity cannot be made within
+ * RESUME_START_MS: the drain ends as interrupted, to be run again); it waits until the flows adopted with it have ended
+ * (no volume on the member carries the mark of a flow still in the cluster: at most RESUME_WAIT_MS), then plans again
+ * from what the member holds now.
  *
  * The steps run in the order of `drain_state_t`, one member call at a time until the moves, driven by advance().
  * Targets: of the members the cluster lists when the drain starts (read then, not the gateway's view of a few seconds
@@ -97,7 +98,7 @@ typedef struct st_drain_t {
     drain_state_t state;
     const gw_identity_t *id;   /* the caller's */
     gw_member_t *member;       /* the one drained */
-    char *project;             /* ?project= ("default"), or NULL with all_projects */
+    char *project;             /* ?project= ("default"; "default" with all_projects too: where its operation shows) */
     int all_projects;          /* ?all-projects=true */
     json_t *only_pools;        /* body "pools": the pools to drain (NULL: all) */
     unsigned parallel;         /* moves at a time */
