@@ -196,6 +196,23 @@ def snapshot_copy_passes_through(native, server, case):
     assert 'msg="snapshot copy started"' not in native.logtext()
 
 
+@pytest.mark.parametrize("case", ["target-unknown", "target-self"])  # ("target-none" starts a migration source)
+def test_move_passes_through(native, v1, case):
+    """A single-call move in the shape the volume_move plugin claims while a cluster lacks the extension (POST of the
+    volume with a target and a source location naming another member): incusd's own answer, passed through; the
+    plugin never runs, and v1 stays where it is with its data."""
+    code, info = curl(DIRECT + "/1.0", CERT, KEY)
+    server = info["metadata"]["environment"]["server_name"]
+    query, location = (s.replace("SELF", server) for s in CASES[case])
+    body = {"name": "v1", "migration": True, "source": {"location": location}}
+    gw_code, gw_answer = curl(native.url + VOLUMES + "/v1" + query, CERT, KEY, method="POST", data=body)
+    code, answer = curl(DIRECT + VOLUMES + "/v1" + query, CERT, KEY, method="POST", data=body)
+    print(f"{case}: incusd answered {code} {answer}")
+    assert (gw_code, essence(gw_answer)) == (code, essence(answer))
+    assert 'msg="volume move started"' not in native.logtext()
+    assert tree_digest(volume_dir("v1")) == v1
+
+
 def test_volumes_all_served(native, v1):
     """storage_volumes_all is LXD's alone: incusd 6.0.4 (like every Incus release, and the incus client, which lists
     volumes per pool only) has no /1.0/storage-volumes, so the gateway in front of it does NOT step aside for this
