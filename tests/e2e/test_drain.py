@@ -107,6 +107,22 @@ def test_drain_moves_what_is_free_and_reports_the_rest(gateway, env, vols):
     assert done["status"] == "Success" and done["metadata"]["volumes_moved"] == "0", done
 
 
+def test_a_volume_a_running_instance_uses_stays(gateway, env, vols):
+    """v-dr-used attached to c-dr, now RUNNING: it stays, reported in use; the free ones move."""
+    cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
+    member_lxc("node1", "start", "c-dr", "--project", P)
+    try:
+        code, body = drain(gateway.url, cert, key)
+        assert code == 202, body
+        done = wait_op(gateway.url, cert, key, body["metadata"]["id"])
+        assert done["status"] == "Success", done
+        assert_drained(vols, report(done))
+        state = json.loads(member_lxc("node1", "query", f"/1.0/instances/c-dr/state?project={P}").stdout)
+        assert state["status"] == "Running", state
+    finally:
+        member_lxc("node1", "stop", "-f", "c-dr", "--project", P, check=False)
+
+
 def test_progress_names_each_running_move_and_never_more_than_parallel(gateway, env, vols):
     """While the drain runs, its metadata names each running move's own operation (a real one: its progress is the
     transfer's), its counters grow, and never more than `parallel` moves run at once (here 2 of 3)."""
