@@ -620,7 +620,7 @@ static void adopt(const char *id, unsigned epoch, json_t *seen, json_t *fence)
 
 /* ---- the list ---- */
 
-/* "flow-<36 characters of [0-9a-f-]>-<epoch>": 1 and the parts, or 0 (a object the gateway did not make) */
+/* "flow-<36 characters of [0-9a-f-]>-<epoch>": 1 and the parts, or 0 (an object the gateway did not make) */
 static int parse_name(const char *name, char *id, unsigned *epoch)
 {
     size_t len = strlen(name);
@@ -890,13 +890,31 @@ static char *lock_name(const char *key)
     return gw_text_dupf("lock-%s", hex);
 }
 
+static lock_t *lock_new(const char *key, const char *flow_id)
+{
+    lock_t *l = calloc(1, sizeof(*l));
+    l->key = strdup(key), l->id = strdup(flow_id), l->name = lock_name(key);
+    return l;
+}
+
+static void lock_free(lock_t *l)
+{
+    free(l->key), free(l->id), free(l->name), free(l->holder);
+    free(l);
+}
+
+/* the lock's object */
+static char *lock_path(const lock_t *l)
+{
+    return gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+}
+
 static void lock_step(lock_t *l);
 
 static void lock_done(lock_t *l, const char *err, const char *holder)
 {
     l->cb(l->data, err, holder);
-    free(l->key), free(l->id), free(l->name), free(l->holder);
-    free(l);
+    lock_free(l);
 }
 
 static void on_lock(void *data, const char *err, long status, json_t *json, const gw_call_t *c)
@@ -934,7 +952,7 @@ static void on_lock(void *data, const char *err, long status, json_t *json, cons
         size_t i;
         if (err != NULL || status != 200 || !json_is_array(names))
             return lock_done(l, e, NULL);
-        char *prefix = gw_text_dupf("/1.0/profiles/flow-%s-", l->holder);
+        char *prefix = gw_text_dupf(GW_FLOWS_OBJECTS "/flow-%s-", l->holder);
         int live = 0;
         json_array_foreach(names, i, n) live |= json_is_string(n) && strncmp(json_string_value(n), prefix, strlen(prefix)) == 0;
         free(prefix);
@@ -966,14 +984,14 @@ static void lock_step(lock_t *l)
                          l->id, KEY("key"), l->key, "devices");
         break;
     case L_READ:
-        path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        path = lock_path(l);
         break;
     case L_FLOWS:
         path = strdup(GW_FLOWS_OBJECTS "?project=" GW_FLOWS_PROJECT);
         break;
     case L_DROP:
         method = "DELETE";
-        path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        path = lock_path(l);
         break;
     }
     gw_mcall_t *c = call(method, path, body, on_lock, l);
@@ -985,8 +1003,7 @@ static void lock_step(lock_t *l)
 
 void gw_flows_lock(const char *key, const char *flow_id, gw_flow_locked_cb cb, void *data)
 {
-    lock_t *l = calloc(1, sizeof(*l));
-    l->key = strdup(key), l->id = strdup(flow_id), l->name = lock_name(key);
+    lock_t *l = lock_new(key, flow_id);
     l->cb = cb, l->data = data;
     l->state = L_CREATE;
     lock_step(l);
@@ -1004,23 +1021,21 @@ static void on_unlock_read(void *data, const char *err, long status, json_t *jso
     (void)c;
     const char *holder = text_field(json_object_get(json_object_get(json, "metadata"), "config"), KEY("flow"));
     if (err == NULL && status == 200 && holder != NULL && strcmp(holder, l->id) == 0) {
-        char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+        char *path = lock_path(l);
         if (call("DELETE", path, NULL, on_ignored, NULL) != NULL)
             ++S.unlocking;
         free(path);
     }
     --S.unlocking;
-    free(l->key), free(l->id), free(l->name);
-    free(l);
+    lock_free(l);
 }
 
 void gw_flows_unlock(const char *key, const char *flow_id)
 {
-    lock_t *l = calloc(1, sizeof(*l));
-    l->key = strdup(key), l->id = strdup(flow_id), l->name = lock_name(key);
-    char *path = gw_text_dupf(GW_FLOWS_OBJECTS "/%s?project=" GW_FLOWS_PROJECT, l->name);
+    lock_t *l = lock_new(key, flow_id);
+    char *path = lock_path(l);
     if (call("GET", path, NULL, on_unlock_read, l) == NULL)
-        free(l->key), free(l->id), free(l->name), free(l);
+        lock_free(l);
     else
         ++S.unlocking;
     free(path);
