@@ -319,15 +319,10 @@ const gw_identity_t *gw_shadow_now(const gw_caller_t *caller)
 
 const gw_identity_t *gw_shadow_prepare(const gw_caller_t *caller)
 {
-    if (caller->kind == GW_TRUST_CLIENT)
-        return &gw_identities[GW_IDENTITY_GATEWAY];
     shadow_t *sh = caller->kind == GW_TRUST_RESTRICTED ? get(GW_TRUST_RESTRICTED, caller->projects) : NULL;
-    if (sh == NULL)
-        return NULL;
-    sh->unneeded_since = 0;
-    if (sh->state == S_ABSENT)
+    if (sh != NULL && sh->state == S_ABSENT)
         create(sh);
-    return sh->state == S_READY ? &sh->super : NULL;
+    return gw_shadow_now(caller);
 }
 
 /* ---- the gateway's own entries are not the caller's ---- */
