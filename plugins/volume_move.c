@@ -384,10 +384,16 @@ static void on_pause(h2o_timeout_entry_t *entry)
         pause();
 }
 
-int gw_move_pause_at(const char *step)
+/* the test hook asks to pause at `step` */
+static int pause_wanted(const char *step)
 {
     const char *at = getenv("LXDGW_TEST_PAUSE_AT");
-    if (at == NULL || strcmp(at, step) != 0)
+    return at != NULL && strcmp(at, step) == 0;
+}
+
+int gw_move_pause_at(const char *step)
+{
+    if (!pause_wanted(step))
         return 0;
     gw_log(GW_LOG_WARN, "paused for a test", "step", step, NULL);
     if (h2o_timeout_is_linked(&pause_entry)) /* two flows at the step at once: one pause (an entry is linked once) */
@@ -477,8 +483,7 @@ static void go(move_t *m, move_state_t next)
     }
     if (m->flow == NULL)
         m->flow = gw_flow_new(m->move_id, "move");
-    const char *pause_at = getenv("LXDGW_TEST_PAUSE_AT");
-    if (steps[next].j_fail == J_GO_ON && (pause_at == NULL || strcmp(pause_at, step) != 0)) {
+    if (steps[next].j_fail == J_GO_ON && !pause_wanted(step)) {
         /* a step taken whether or not it is recorded (a watch; a roll-back, safe by the marks) does not wait for the
          * cluster: a transfer must be watched at once (a finished one is dropped by LXD within seconds), and a busy
          * cluster can take seconds to write. (A test pausing here waits, so that the cluster has the record.) */
