@@ -59,6 +59,11 @@
 #define DEFAULT_PARALLEL 2
 #define MAX_PARALLEL 8
 #define CALL_MS 30000
+#define DESCRIPTION "Draining custom volumes" /* its operation's */
+/* a drain that cannot resume ends with this, the reason in %s */
+#define CANNOT_RESUME                                                                                                              \
+    "The drain was interrupted (its gateway replica stopped) and cannot resume (%s); its moves were finished or rolled "           \
+    "back: run the drain again to move the rest"
 #define RESUME_POLL_MS 1000             /* a resumed drain looks again this often for the flows it waits for */
 #define RESUME_WAIT_MS (15 * 60 * 1000) /* ... and plans anyway after this long (what is still marked is skipped) */
 #define RESUME_START_MS 60000           /* ... and gives up if its caller cannot be looked up (or its shadow made) by then */
@@ -194,6 +199,15 @@ static size_t count(drain_t *d, vol_state_t s)
     return n;
 }
 
+/* the operation's resources: the member drained */
+static json_t *member_resources(const char *member)
+{
+    char *res = gw_text_dupf("/1.0/cluster/members/%s", member);
+    json_t *j = json_pack("{s:[s]}", "cluster_members", res);
+    free(res);
+    return j;
+}
+
 static void show_progress(drain_t *d)
 {
     gw_op_set(d->op, "volumes_total", json_sprintf("%zu", d->num_vols));
@@ -306,10 +320,7 @@ static void look_later(drain_t *d)
 /* a resumed drain cannot go on as its caller (`why`): ended, to be run again */
 static void cannot_resume(drain_t *d, const char *why)
 {
-    fail(d,
-         "The drain was interrupted (its gateway replica stopped) and cannot resume (%s); its moves were finished or "
-         "rolled back: run the drain again to move the rest",
-         why);
+    fail(d, CANNOT_RESUME, why);
 }
 
 /* a resumed drain's caller, looked up (again) in the trust store: 1 when d->id is its identity now; else 0, and it looks
@@ -564,6 +575,12 @@ static void choose(drain_t *d, vol_t *v)
 
 static void next_moves(drain_t *d);
 
+/* no move may start: cancelled, or the gateway is stopping */
+static int halted(const drain_t *d)
+{
+    return d->cancelled || gw_ops_stopping();
+}
+
 /* `v`'s target has a volume of its name: the next best target, if any, takes it (the space planned on the first is given
  * back); else it fails, naming where its name is taken */
 static void choose_again(drain_t *d, vol_t *v)
@@ -608,12 +625,11 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
 {
     vol_t *v = data;
     drain_t *d = v->d;
-    int halted = d->cancelled || gw_ops_stopping(); /* (nothing more starts) */
-    if (r->verdict != GW_VOL_CHECKED || halted) {
-        v->state = halted ? V_PENDING : V_FAILED;
-        if (!halted && r->verdict == GW_VOL_TAKEN)
+    if (r->verdict != GW_VOL_CHECKED || halted(d)) {
+        v->state = halted(d) ? V_PENDING : V_FAILED;
+        if (!halted(d) && r->verdict == GW_VOL_TAKEN)
             choose_again(d, v);
-        else if (!halted)
+        else if (!halted(d))
             v->why = r->verdict == GW_VOL_REMOTE ? strdup("on a remote pool: not on one member")
                                                  : gw_text_dupf("%s", gw_vol_str(r->answer, "error"));
         --d->running;
@@ -654,8 +670,7 @@ static void on_checked(void *data, const gw_vol_checked_t *r)
  * the gateway is stopping: the drain ends with what it moved rather than being cut short at exit) */
 static void next_moves(drain_t *d)
 {
-    int halted = d->cancelled || gw_ops_stopping();
-    for (size_t i = 0; i != d->num_vols && d->running < d->parallel && !halted; ++i) {
+    for (size_t i = 0; i != d->num_vols && d->running < d->parallel && !halted(d); ++i) {
         vol_t *v = &d->vols[i];
         if (v->state != V_PENDING)
             continue;
@@ -673,7 +688,7 @@ static void next_moves(drain_t *d)
                                     .not_moving = 1};
         gw_vol_check(&spec, on_checked, v);
     }
-    if (d->running == 0 && (halted || count(d, V_PENDING) == 0))
+    if (d->running == 0 && (halted(d) || count(d, V_PENDING) == 0))
         finish(d);
 }
 
@@ -853,10 +868,7 @@ static void handle(h2o_req_t *req, const gw_caller_t *caller)
         d->only_pools = json_incref(pools);
         d->parallel = parallel != NULL ? (unsigned)json_integer_value(parallel) : DEFAULT_PARALLEL;
         d->dry_run = json_is_true(json_object_get(body, "dry_run"));
-        char *res = gw_text_dupf("/1.0/cluster/members/%s", m->name);
-        d->op =
-            gw_op_start("Draining custom volumes", d->project, m->name, json_pack("{s:[s]}", "cluster_members", res), on_cancel, d);
-        free(res);
+        d->op = gw_op_start(DESCRIPTION, d->project, m->name, member_resources(m->name), on_cancel, d);
         d->drain_id = strdup(gw_op_id(d->op));
         d->next = drains, drains = d;
         gw_op_send_created(req, d->op);
@@ -890,15 +902,10 @@ static void end_interrupted(gw_flow_t *flow, json_t *r, const char *from, const 
     json_t *end = json_pack("{s:s, s:s}", "kind", "drain", "outcome", "interrupted");
     gw_journal_end(id, end);
     json_decref(end);
-    char *res = gw_text_dupf("/1.0/cluster/members/%s", member);
-    gw_op_t *op =
-        gw_op_adopt(id, "Draining custom volumes", *gw_vol_str(r, "project") != '\0' ? gw_vol_str(r, "project") : "default", member,
-                    json_pack("{s:[s]}", "cluster_members", res), NULL, NULL);
-    free(res);
+    gw_op_t *op = gw_op_adopt(id, DESCRIPTION, *gw_vol_str(r, "project") != '\0' ? gw_vol_str(r, "project") : "default", member,
+                              member_resources(member), NULL, NULL);
     if (op != NULL) {
-        char *err = gw_text_dupf("The drain was interrupted (its gateway replica stopped) and cannot resume (%s); its moves "
-                                 "were finished or rolled back: run the drain again to move the rest",
-                                 why);
+        char *err = gw_text_dupf(CANNOT_RESUME, why);
         gw_op_finish(op, GW_OP_FAILURE, err);
         free(err);
     }
@@ -915,9 +922,6 @@ static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
     int pools_ok = pools == NULL || json_is_null(pools) || json_is_array(pools);
     json_array_foreach(pools, i, p) pools_ok &= json_is_string(p);
     gw_member_t *m = gw_members_find(member);
-    drain_t *d = calloc(1, sizeof(*d));
-    h2o_mem_init_pool(&d->pool);
-    d->resumed = 1;
     const char *why = NULL; /* (its caller is looked up once the trust store has been read: resume_as_caller) */
     if (strlen(fp) != GW_FINGERPRINT_LEN || strspn(fp, "0123456789abcdef") != GW_FINGERPRINT_LEN || !pools_ok || *project == '\0')
         why = "its record has no caller or request (written by an older version)";
@@ -925,11 +929,11 @@ static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
         why = "its member is gone";
     else if (drain_of(m) != NULL)
         why = "another drain of its member runs";
-    if (why != NULL) {
-        h2o_mem_clear_pool(&d->pool);
-        free(d);
+    if (why != NULL)
         return end_interrupted(flow, r, from, why);
-    }
+    drain_t *d = calloc(1, sizeof(*d));
+    h2o_mem_init_pool(&d->pool);
+    d->resumed = 1;
     d->member = m;
     d->caller = strdup(fp);
     d->project = strdup(project);
@@ -941,10 +945,7 @@ static void adopt_drain(gw_flow_t *flow, json_t *r, const char *from)
     d->drain_id = strdup(gw_flow_id(flow));
     d->flow = flow;
     d->resumed_at = gw_clock_ms();
-    char *res = gw_text_dupf("/1.0/cluster/members/%s", m->name);
-    d->op = gw_op_adopt(d->drain_id, "Draining custom volumes", d->project, m->name, json_pack("{s:[s]}", "cluster_members", res),
-                        on_cancel, d);
-    free(res);
+    d->op = gw_op_adopt(d->drain_id, DESCRIPTION, d->project, m->name, member_resources(m->name), on_cancel, d);
     if (d->op == NULL) { /* (its id is in use here: not this drain's to run) */
         d->flow = NULL;
         drain_free(d);
