@@ -283,6 +283,19 @@ def crashable(crashgw):
     after_crash_test(crashgw)
 
 
+def drain_killed_at(gw, env, step, cert, key, body=None):
+    """`gw` started frozen by the test hook right after it records `step`; a drain of node1 asked of it with `cert`;
+    `gw` SIGKILLed once frozen. The drain's 202 body."""
+    mark = log_mark(gw)
+    start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": step})
+    gw.wait_trusted(cert, key)
+    code, answer = drain(gw.url, cert, key, body=body)
+    assert code == 202, answer
+    gw.wait_log(f'msg="paused for a test" step={step}', mark)
+    gw.kill()
+    return answer
+
+
 @pytest.mark.parametrize("step", ["drain-planned", "begin", "transferring", "transferred"])
 def test_crash_mid_drain_loses_nothing_and_the_drain_resumes(crashable, env, vols, step):
     """Killed right after `step` was recorded (the drain's plan, or a step of its first move): the restart finishes or
@@ -290,12 +303,7 @@ def test_crash_mid_drain_loses_nothing_and_the_drain_resumes(crashable, env, vol
     (the volume it was moving is not planned twice): the drain ends Success with every free volume off node1; every
     volume exists exactly once, whole; a new drain finds nothing left."""
     gw, cert, key = crashable, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
-    mark = log_mark(gw)
-    start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": step})
-    code, body = drain(gw.url, cert, key, body={"parallel": 1})
-    assert code == 202, body
-    gw.wait_log(f'msg="paused for a test" step={step}', mark)
-    gw.kill()
+    body = drain_killed_at(gw, env, step, cert, key, {"parallel": 1})
     mark = log_mark(gw)
     gw.start()
     gw.wait_log("resuming an interrupted drain", mark)
@@ -324,13 +332,7 @@ def test_a_resumed_drain_runs_as_its_caller(crashable, env, vols, tmp_path, late
     crt, key = new_cert(tmp_path, "restricted-resume")
     member_lxc("node1", "config", "trust", "add", crt, "--restricted", "--projects", P)
     try:
-        mark = log_mark(gw)
-        start_ready(gw, env, {"LXDGW_TEST_PAUSE_AT": "drain-planned"})
-        gw.wait_trusted(crt, key)
-        code, body = drain(gw.url, crt, key)
-        assert code == 202, body
-        gw.wait_log('msg="paused for a test" step=drain-planned', mark)
-        gw.kill()
+        body = drain_killed_at(gw, env, "drain-planned", crt, key)
         if later == "no longer trusted":
             member_lxc("node1", "config", "trust", "remove", fingerprint(crt)[:12])
         if later == "restricted elsewhere":

@@ -211,17 +211,24 @@ def test_gateway_crash_at_each_step_loses_nothing(crashable, env, vol, step, out
     crashable.stop()
 
 
+def start_slow_source_move(gw, env, dial_delay_ms=6000):
+    """`gw` started with every relay dial of the source held `dial_delay_ms`, and v-mv's move node1 -> node2 asked of it:
+    the 202's body."""
+    gw.start({"LXDGW_TEST_RELAY_DIAL_DELAY_MS": str(dial_delay_ms)})
+    gw.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
+    time.sleep(1)  # the members' first probes (the plugins step aside until then)
+    code, body = post_move(gw.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
+    assert code == 202, body
+    return body
+
+
 def test_a_slow_source_member_does_not_fail_the_transfer(crashable, env, vol):
     """LXD's migration sink gives its whole websocket dial 5 s (HandshakeTimeout). The relay answers the target at once
     and dials the source meanwhile; it used to dial first, and a busy source member once used up those 5 s (CI: "read
     tcp ... i/o timeout"). Here every dial of the source waits 6 s: the move still succeeds."""
     mark = len(crashable.logtext()) if os.path.exists(crashable.logname) else 0
-    crashable.start({"LXDGW_TEST_RELAY_DIAL_DELAY_MS": "6000"})
     try:
-        crashable.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
-        time.sleep(1)  # the members' first probes (the plugins step aside until then)
-        code, body = post_move(crashable.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
-        assert code == 202, body
+        body = start_slow_source_move(crashable, env)
         done = wait_op(crashable.url, env, body["metadata"]["id"], timeout=120)
         assert done["status"] == "Success", (done, crashable.logtext()[mark:][-3000:])
         assert where("v-mv") == ["node2"]

@@ -6,19 +6,14 @@ import concurrent.futures
 import time
 
 from helpers import curl
-from test_move import crashable, post_move, vol, wait_op, where  # noqa: F401 (fixtures)
+from test_move import crashable, start_slow_source_move, vol, wait_op, where  # noqa: F401 (fixtures)
 
 
 def test_wait_timeout_passing_while_the_move_runs(crashable, env, vol):  # noqa: F811
     """A move held 6 s at its source dial; three waits of 1 s on it, at once: each answers Running; the gateway lives,
     and the move then ends Success."""
-    crashable.start({"LXDGW_TEST_RELAY_DIAL_DELAY_MS": "6000"})
     try:
-        crashable.wait_trusted(env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"])
-        time.sleep(1)  # the members' first probes (the plugins step aside until then)
-        code, body = post_move(crashable.url, env, {"name": "v-mv", "migration": True, "source": {"location": "node1"}})
-        assert code == 202, body
-        op_id = body["metadata"]["id"]
+        op_id = start_slow_source_move(crashable, env)["metadata"]["id"]
         with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
             waits = [pool.submit(curl, f"{crashable.url}/1.0/operations/{op_id}/wait?timeout=1", env["LXDGW_CLIENT_CERT"],
                                  env["LXDGW_CLIENT_KEY"], timeout=20) for _ in range(3)]

@@ -121,17 +121,23 @@ def test_raw_api_one_operation(gateway, env, src):
     no_temporaries()
 
 
+def copy_big_snapshot(gateway, env, src):
+    """v-sc filled with 256 MiB, snapshotted as `big` (its digest in src["big"], the volume's in src["now"]), and the
+    copy of v-sc/big asked: the operation's id."""
+    src["now"] = fill("node1", "v-sc", size=256 * MiB)  # (the volume, not the snapshot: the snapshot is what travels)
+    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
+    src["big"] = tree_digest(snapshot_dir("node1", "v-sc", "big"))
+    code, body = post_copy(gateway.url, env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"], snap_body(snap="v-sc/big"))
+    assert code == 202, body
+    return body["metadata"]["id"]
+
+
 def test_one_operation_with_progress(gateway, env, src):
     """A snapshot of 256 MiB: the client's one operation shows the transfer's progress while it runs (the target's
     `fs_progress`, relayed as a string); before that, while its member makes the temporary volume (LXD 5.0.2 shows no
     progress for that copy either), it runs with no progress key. It ends Success with the snapshot's data."""
-    src["now"] = fill("node1", "v-sc", size=256 * MiB)
-    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
-    src["big"] = tree_digest(snapshot_dir("node1", "v-sc", "big"))
+    op_id = copy_big_snapshot(gateway, env, src)
     cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
-    code, body = post_copy(gateway.url, cert, key, snap_body(snap="v-sc/big"))
-    assert code == 202, body
-    op_id = body["metadata"]["id"]
     op = transfer_under_way(gateway, env, op_id, timeout=90)  # (Running, at least one *_progress string)
     assert op["id"] == op_id and op["description"] == "Copying storage volume", op
     print("progress shown:", {k: v for k, v in op["metadata"].items() if k.endswith("_progress")})
@@ -187,13 +193,8 @@ def test_refused_snapshot_copy_changes_nothing(gateway, env, src, case):
 def test_cancel_removes_the_copy_and_the_temporary_volume(gateway, env, src):
     """Cancelled at once: the temporary volume is still being made (LXD 5.0.2 cannot cancel that copy: it ends first),
     or the transfer runs (its data path is cut). Either way: Cancelled, nothing left, the source untouched."""
-    src["now"] = fill("node1", "v-sc", size=256 * MiB)  # (the volume, not the snapshot: the snapshot is what travels)
-    member_lxc("node1", "storage", "volume", "snapshot", "pool1", "v-sc", "big", "--target", "node1")
-    src["big"] = tree_digest(snapshot_dir("node1", "v-sc", "big"))
+    op_id = copy_big_snapshot(gateway, env, src)
     cert, key = env["LXDGW_CLIENT_CERT"], env["LXDGW_CLIENT_KEY"]
-    code, body = post_copy(gateway.url, cert, key, snap_body(snap="v-sc/big"))
-    assert code == 202, body
-    op_id = body["metadata"]["id"]
     code, answer = curl(f"{gateway.url}/1.0/operations/{op_id}", cert, key, method="DELETE")
     assert code == 200, answer
     done = wait_op(gateway.url, cert, key, op_id)
